@@ -14,7 +14,7 @@ from typing import Protocol, Sequence
 import torch
 import torch.nn.functional as F
 
-from dgr.scenario import Scenario, replay_heads
+from dgr.scenario import Scenario, head_mask, replay_heads
 from dgr.scholar import Scholar
 from dgr.streams import TaskInfo
 from dgr.targets import LabelledData, Targets
@@ -48,38 +48,42 @@ class ReplaySource(Protocol):
 class GenerativeReplay:
     """Samples of the previous scholar's generator, labelled by its solver on every past head."""
 
-    def __init__(self, previous: Scholar, scenario: Scenario, past: Sequence[TaskInfo],
+    def __init__(self, previous: Scholar, scenario: Scenario, past: Sequence[TaskInfo], latest: TaskInfo,
                  kind: TargetKind = TargetKind.HARD, temperature: float = 2.0):
         self.previous = previous
         self.kind = kind
         self.temperature = temperature
-        self.heads = torch.tensor(replay_heads(scenario, past), dtype=torch.long)  # (H, 2)
+        pairs = replay_heads(scenario, past, latest)
+        self.label_heads = torch.tensor([p[0] for p in pairs], dtype=torch.long)  # (H, 2)
+        self.train_heads = torch.tensor([p[1] for p in pairs], dtype=torch.long)  # (H, 2)
 
     def draw(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, Targets]:
         x, logits = self.previous.replay(n, rng)
         return x, self.targets(logits)
 
     def targets(self, logits: torch.Tensor) -> Targets:
-        """Targets from the previous solver's logits (n, outputs): one row per (head, sample)."""
-        n, width = logits.shape
-        heads = self.heads.to(logits.device)
-        rows = torch.arange(n, device=logits.device).repeat(len(heads))  # head-major
-        row_heads = heads.repeat_interleave(n, dim=0)  # (H * n, 2)
-        columns = torch.arange(width, device=logits.device)
-        mask = (columns >= row_heads[:, :1]) & (columns < row_heads[:, 1:])
-        masked = logits[rows].masked_fill(~mask, float("-inf"))
+        """Targets from the previous solver's logits (n, outputs): one row per (head, sample).
+
+        Soft targets are zero on outputs the previous solver did not know (van de Ven's padding).
+        """
+        n = len(logits)
+        device = logits.device
+        rows = torch.arange(n, device=device).repeat(len(self.label_heads))  # head-major
+        label_heads = self.label_heads.to(device).repeat_interleave(n, dim=0)  # (H * n, 2)
+        train_heads = self.train_heads.to(device).repeat_interleave(n, dim=0)
+        masked = logits[rows].masked_fill(~head_mask(label_heads, logits.shape[1]), float("-inf"))
         if self.kind is TargetKind.HARD:
-            return Targets(rows, row_heads, hard=masked.argmax(1))
-        soft = F.softmax(masked / self.temperature, dim=1)
-        return Targets(rows, row_heads, soft=soft)
+            return Targets(rows, train_heads, hard=masked.argmax(1))
+        return Targets(rows, train_heads, soft=F.softmax(masked / self.temperature, dim=1))
 
 
 class ExactReplay:
     """Uniform samples of the stored real data of past tasks with their true labels."""
 
-    def __init__(self, stored: LabelledData, scenario: Scenario, device: torch.device | str = "cpu"):
+    def __init__(self, stored: LabelledData, scenario: Scenario, latest: TaskInfo,
+                 device: torch.device | str = "cpu"):
         self.stored = stored  # keeps past training data on purpose: this arm is not private
-        self.labeller = stored.labeller(scenario, stored.tasks[-1])
+        self.labeller = stored.labeller(scenario, latest)  # heads that compete while learning `latest`
         self.device = device
 
     def draw(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, Targets]:

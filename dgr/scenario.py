@@ -44,11 +44,16 @@ def target(scenario: Scenario, labels: torch.Tensor, task: TaskInfo) -> torch.Te
     return labels - task.offset if scenario is Scenario.DOMAIN else labels
 
 
-def replay_heads(scenario: Scenario, past: Sequence[TaskInfo]) -> list[Head]:
-    """Heads a replayed sample (of unknown task) is labelled on: every past task's in task-IL."""
+def replay_heads(scenario: Scenario, past: Sequence[TaskInfo], latest: TaskInfo) -> list[tuple[Head, Head]]:
+    """(labelling head, training head) pairs for a replayed sample of unknown task while learning `latest`.
+
+    The previous solver labels on the heads it knew; the new solver is trained on the heads that compete
+    now. They differ in class-IL only: old classes must beat the new ones too, or replay cannot stop the
+    new classes from taking over. Task-IL replays every sample on every past task's head.
+    """
     if scenario is Scenario.TASK:
-        return [(t.offset, t.stop) for t in past]
-    return [head(scenario, past[-1], past[-1])]
+        return [((t.offset, t.stop), (t.offset, t.stop)) for t in past]
+    return [(head(scenario, past[-1], past[-1]), head(scenario, past[-1], latest))]
 
 
 def head_mask(heads: torch.Tensor, width: int) -> torch.Tensor:

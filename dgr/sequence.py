@@ -49,19 +49,19 @@ def resolve_device(config: Config) -> torch.device:
     return torch.device(config.run.device)
 
 
-def replay_source(config: Config, previous: Scholar | None, past: Sequence[TaskInfo],
+def replay_source(config: Config, previous: Scholar | None, past: Sequence[TaskInfo], latest: TaskInfo,
                   stored: LabelledData | None, device: torch.device | str = "cpu") -> ReplaySource | None:
-    """What the task after `past` replays: nothing for the first task, None and Joint."""
+    """What learning `latest` after `past` replays: nothing for the first task, None and Joint."""
     arm = ReplayArm(config.replay.arm)
     scenario = Scenario(config.stream.scenario)
     if not past or arm in (ReplayArm.NONE, ReplayArm.JOINT):
         return None
     if arm is ReplayArm.ER:
         assert stored is not None, "exact replay needs the stored past data"
-        return ExactReplay(stored, scenario, device)
+        return ExactReplay(stored, scenario, latest, device)
     assert previous is not None, "generative replay needs the previous scholar"
     kind = TargetKind(config.replay.targets)
-    return GenerativeReplay(previous, scenario, past, kind, config.replay.temperature)
+    return GenerativeReplay(previous, scenario, past, latest, kind, config.replay.temperature)
 
 
 def remember(config: Config, stored: LabelledData | None, task: Task) -> LabelledData | None:
@@ -108,7 +108,7 @@ def run_sequence(config: Config, tasks: Iterable[Task], outputs: int | None = No
         if scholar is None:
             scholar = new_scholar(config, task.input_shape, outputs).to(device)
         previous = scholar.frozen_copy() if past else None
-        replay = replay_source(config, previous, past, stored, device)
+        replay = replay_source(config, previous, past, task.info, stored, device)
         data = training_data(config, stored, task)
         training = train_task(scholar, data, task.info, config, replay, device=device, callback=callback)
         stored = remember(config, stored, task)

@@ -125,7 +125,8 @@ class WGANGPTrainer:
         for k in range(self.critic_steps):
             real = self._real(batch if k == 0 else draw(), ratio)
             fake = self.generator(self._z(len(real))).detach()
-            critic_loss = self.critic(fake).mean() - self.critic(real).mean()
+            scores = self.critic(torch.cat([fake, real]))  # one forward: DDP wants one per backward
+            critic_loss = scores[:len(fake)].mean() - scores[len(fake):].mean()
             # The penalty goes through the bare critic: DDP does not support double backward.
             critic_loss = critic_loss + self.penalty * gradient_penalty(self.gan.critic, real, fake, self.noise)
             self.c_optimizer.zero_grad(set_to_none=True)
@@ -171,7 +172,8 @@ def train_task(
     scholar.train()
     solver, optimizer = wrap(scholar.solver), _adam(scholar.solver, config.solver.lr)
     generator = _generator_trainer(scholar, config, wrap, noise_rng, device)
-    size, temperature = config.solver.batch_size, config.replay.temperature
+    # The global batch stays solver.batch_size: each rank takes its share of new and replayed samples.
+    size, temperature = max(1, config.solver.batch_size // world_size), config.replay.temperature
     batches = _batches(len(shard), size, data_rng)
     solver_iterations = config.solver.iterations
     iterations = max(solver_iterations, config.generator.iterations if generator else 0)

@@ -1,0 +1,120 @@
+"""dgr.config: reference defaults, validation with dotted names, flattening, overrides, hashing."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+
+from dgr.config import (Config, ConfigError, GeneratorConfig, ReplayConfig, SolverConfig, StreamConfig,
+                        config_hash, flatten, from_dict, from_flat, parse_override)
+
+
+def error_of(build: Callable[[], Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        build()
+    return str(info.value)
+
+
+def test_defaults_are_the_reference_protocol() -> None:
+    c = Config()
+    assert (c.solver.kind, c.solver.layers, c.solver.hidden) == ("mlp", 2, 400)
+    assert (c.solver.lr, c.solver.batch_size, c.solver.iterations) == (1e-3, 128, 2000)
+    assert (c.generator.kind, c.generator.latent, c.generator.hidden) == ("vae", 100, 400)
+    assert (c.replay.ratio, c.replay.temperature) == ("1/t", 2.0)
+
+
+@pytest.mark.parametrize("t", [1, 2, 3, 5])
+def test_ratio_rule_weighs_the_new_task_one_over_t(t: int) -> None:
+    assert ReplayConfig(ratio="1/t").weight(t) == pytest.approx(1 / t)
+
+
+@pytest.mark.parametrize("t", [1, 2, 5])
+def test_fixed_ratio_is_the_same_for_every_task(t: int) -> None:
+    assert ReplayConfig(ratio=0.3).weight(t) == 0.3
+
+
+def test_flatten_round_trips() -> None:
+    config = from_flat({"solver.lr": 0.01, "replay.ratio": 0.25, "stream.scenario": "task", "run.seed": 7})
+    flat = flatten(config)
+    assert flat["solver.lr"] == 0.01 and flat["stream.scenario"] == "task"
+    assert from_flat(flat) == config
+
+
+def test_from_dict_applies_nested_values() -> None:
+    config = from_dict({"solver": {"hidden": 64}, "replay": {"arm": "er"}})
+    assert config.solver.hidden == 64 and config.replay.arm == "er"
+    assert config.generator == GeneratorConfig()
+
+
+def test_unknown_section_is_named() -> None:
+    assert error_of(lambda: from_dict({"bogus": {"x": 1}})).startswith("bogus")
+
+
+def test_unknown_key_is_named_with_its_section() -> None:
+    assert error_of(lambda: from_dict({"solver": {"bogus": 1}})).startswith("solver.bogus")
+
+
+@pytest.mark.parametrize("ratio", [0, 1.5, -0.1, "half"])
+def test_bad_replay_ratio_fails_at_construction(ratio: Any) -> None:
+    assert error_of(lambda: ReplayConfig(ratio=ratio)).startswith("replay.ratio")
+
+
+@pytest.mark.parametrize("ratio", [1, 1.0, 0.5, "1/t"])
+def test_good_replay_ratio_is_accepted(ratio: Any) -> None:
+    assert ReplayConfig(ratio=ratio).ratio == ratio
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda: SolverConfig(lr=0), "solver.lr"),
+    (lambda: GeneratorConfig(latent=0), "generator.latent"),
+    (lambda: GeneratorConfig(latent=-3), "generator.latent"),
+    (lambda: StreamConfig(scenario="foo"), "stream.scenario"),
+    (lambda: ReplayConfig(arm="x"), "replay.arm"),
+])
+def test_bad_value_fails_with_its_dotted_name(build: Callable[[], Any], name: str) -> None:
+    assert error_of(build).startswith(name)
+
+
+def test_bad_value_through_from_flat_fails_with_its_dotted_name() -> None:
+    assert error_of(lambda: from_flat({"solver.lr": "fast"})).startswith("solver.lr")
+
+
+def test_override_is_typed_like_its_field() -> None:
+    key, value = parse_override("solver.lr=0.01")
+    assert key == "solver.lr" and value == 0.01 and isinstance(value, float)
+    assert parse_override("solver.iterations=50") == ("solver.iterations", 50)
+
+
+def test_override_keeps_the_ratio_rule_and_parses_a_fixed_ratio() -> None:
+    assert parse_override("replay.ratio=1/t") == ("replay.ratio", "1/t")
+    assert parse_override("replay.ratio=0.5") == ("replay.ratio", 0.5)
+
+
+def test_override_with_wrong_type_names_the_key() -> None:
+    assert error_of(lambda: parse_override("solver.iterations=abc")).startswith("solver.iterations")
+
+
+def test_override_of_unknown_key_names_it() -> None:
+    assert error_of(lambda: parse_override("solver.bogus=1")).startswith("solver.bogus")
+
+
+def test_config_hash_is_stable_for_equal_configs() -> None:
+    assert config_hash(Config()) == config_hash(from_flat({}))
+    assert config_hash(from_flat({"solver.lr": 0.01})) == config_hash(from_flat({"solver.lr": 0.01}))
+
+
+def test_config_hash_changes_with_any_field() -> None:
+    base = config_hash(Config())
+    assert config_hash(from_flat({"solver.lr": 0.01})) != base
+    assert config_hash(from_flat({"run.seed": 2})) != base
+
+
+def test_cnn_solver_on_a_28x28_stream_fails() -> None:
+    message = error_of(lambda: Config(stream=StreamConfig(name="split_mnist"), solver=SolverConfig(kind="cnn")))
+    assert message.startswith("solver.kind")
+
+
+def test_cnn_solver_on_a_32x32x3_stream_is_accepted() -> None:
+    config = Config(stream=StreamConfig(name="mnist_svhn"), solver=SolverConfig(kind="cnn"))
+    assert config.solver.kind == "cnn"
