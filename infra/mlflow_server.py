@@ -1,0 +1,197 @@
+"""Start an MLflow tracking server for a team: a database store for runs and the registry, artifacts proxied
+to a local directory or S3, bound to loopback unless told otherwise.
+
+    python infra/mlflow_server.py                                   # sqlite + local artifacts in ./mlflow-server
+    python infra/mlflow_server.py --backend-store-uri postgresql://user:pw@db/mlflow \\
+        --artifacts-destination s3://dgr/mlflow --host 0.0.0.0
+
+With S3 artifacts the server (not the clients) needs MLFLOW_S3_ENDPOINT_URL (for a non-AWS endpoint) and
+AWS credentials in its environment: it inherits this process's. It prints the MLFLOW_TRACKING_URI to export
+and stays in the foreground; Ctrl-C stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+# SQLAlchemy dialects may carry a driver: postgresql+psycopg2://, mysql+pymysql://.
+BACKEND_SCHEMES = ("sqlite", "postgresql", "mysql", "file")
+HEALTH_TIMEOUT_S = 60.0
+
+
+class ServerError(RuntimeError):
+    """The server could not be started; the message is one line meant for the user."""
+
+
+def default_backend_store_uri() -> str:
+    return f"sqlite:///{Path('mlflow-server').resolve() / 'mlflow.db'}"
+
+
+def default_artifacts_destination() -> str:
+    return str(Path("mlflow-server").resolve() / "artifacts")
+
+
+def check_backend_store_uri(uri: str) -> None:
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme not in BACKEND_SCHEMES:
+        raise ServerError(f"backend store URI {uri!r}: scheme must be one of {', '.join(BACKEND_SCHEMES)} "
+                          f"(e.g. sqlite:///ABSOLUTE/PATH/mlflow.db)")
+
+
+def _prepare_local_paths(backend_store_uri: str, artifacts_destination: str) -> str:
+    """Create the sqlite file's folder and a local artifact folder; return the artifact destination,
+    made absolute when it is a local path (the server's working directory must not matter)."""
+    if backend_store_uri.startswith("sqlite:///"):
+        Path(backend_store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if "://" in artifacts_destination:
+        return artifacts_destination
+    local = Path(artifacts_destination).resolve()
+    local.mkdir(parents=True, exist_ok=True)
+    return str(local)
+
+
+def _bind_port(host: str, port: int) -> int:
+    """Check that `port` can be bound on `host` (0: find a free one); return the port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Like the servers themselves: a port held only by closed connections (TIME_WAIT) is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise ServerError(f"cannot bind {host}:{port} ({err.strerror})") from None
+        return probe.getsockname()[1]
+
+
+def _client_host(host: str) -> str:
+    """The address a client uses: loopback for a server on all interfaces is only right on this machine."""
+    if host == "0.0.0.0":
+        return socket.gethostbyname(socket.gethostname())
+    return host
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"mlflow server exited with code {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    raise ServerError(f"mlflow server did not answer {url} within {timeout_s:.0f} s")
+
+
+def start_mlflow_server(
+    backend_store_uri: str | None = None,
+    artifacts_destination: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int = 1,
+    allowed_hosts: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = HEALTH_TIMEOUT_S,
+) -> tuple[subprocess.Popen, str]:
+    """Start `mlflow server` (same interpreter) and wait for /health; return the process and tracking URI.
+
+    `port=0` picks a free port. `env` is added to this process's environment for the server (S3 settings).
+    The server runs in its own process group so that `stop` ends it and every worker it spawned.
+    """
+    backend_store_uri = backend_store_uri or default_backend_store_uri()
+    check_backend_store_uri(backend_store_uri)
+    port = _bind_port(host, port)
+    destination = _prepare_local_paths(backend_store_uri, artifacts_destination or default_artifacts_destination())
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend_store_uri,
+        "--artifacts-destination", destination,
+        "--serve-artifacts",
+        "--host", host,
+        "--port", str(port),
+        "--workers", str(workers),
+    ]
+    if allowed_hosts:
+        command += ["--allowed-hosts", allowed_hosts]
+    # MLflow's job runner (GenAI jobs, seven huey processes) is off unless the environment turns it on:
+    # the pipeline never uses it, and on a small machine it slows start and stop.
+    server_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, **(env or {})}
+    proc = subprocess.Popen(command, env=server_env, start_new_session=True)
+    probe_host = "127.0.0.1" if host == "0.0.0.0" else host
+    try:
+        _wait_healthy(proc, f"http://{probe_host}:{port}/health", timeout_s)
+    except BaseException:  # also Ctrl-C while waiting: never leave a half-started server behind
+        stop(proc)
+        raise
+    return proc, f"http://{_client_host(host)}:{port}"
+
+
+def stop(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """Stop the server's process group: the server and every process it spawned (uvicorn, job runners).
+
+    SIGTERM first; after `timeout_s`, or as soon as the server itself has exited, SIGKILL whatever of the
+    group is left, so that no worker outlives it.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend-store-uri", default=None,
+                        help="sqlite:///ABS/PATH.db, postgresql://..., mysql://... (default: ./mlflow-server/mlflow.db)")
+    parser.add_argument("--artifacts-destination", default=None,
+                        help="local folder or s3://bucket/prefix (default: ./mlflow-server/artifacts)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 exposes the server")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--allowed-hosts", default=None, help="passed to mlflow server (Host header check)")
+    return parser.parse_args(argv)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    # The server has its own process group, so Ctrl-C or a SIGTERM reaches only us: forward both.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    proc = None
+    try:
+        proc, uri = start_mlflow_server(args.backend_store_uri, args.artifacts_destination, args.host,
+                                        args.port, args.workers, args.allowed_hosts)
+        print(f"export MLFLOW_TRACKING_URI={uri}", flush=True)
+        return proc.wait()
+    except ServerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # while starting, start_mlflow_server has already stopped the server
+        if proc is None:
+            return 130
+        stop(proc)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""PNG figures logged with each task's run: the accuracy matrix and a grid of generated samples.
+
+Drawn with matplotlib's object API on the Agg canvas, so nothing depends on pyplot's global state or a
+display, and it works inside Ray workers.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from dgr.vision import import_torchvision
+
+
+def accuracy_heatmap(matrix: list[list[float | None]], path: Path) -> Path:
+    """Row i: test accuracy on each task j after training task i; None (not seen yet) stays blank."""
+    rows, cols = len(matrix), max((len(row) for row in matrix), default=0)
+    values = np.full((max(rows, 1), max(cols, 1)), np.nan)
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            if value is not None:
+                values[i, j] = value
+    figure = Figure(figsize=(1.2 + 0.8 * cols, 1.0 + 0.6 * rows))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    image = axes.imshow(np.ma.masked_invalid(values), vmin=0.0, vmax=1.0, cmap="viridis")
+    for (i, j), value in np.ndenumerate(values):
+        if not math.isnan(value):  # dark text on the bright end of viridis, light text elsewhere
+            axes.text(j, i, f"{value:.2f}", ha="center", va="center", color="black" if value > 0.6 else "white")
+    axes.set_xticks(range(cols), [f"task {j}" for j in range(cols)])
+    axes.set_yticks(range(rows), [f"after task {i}" for i in range(rows)])
+    figure.colorbar(image, ax=axes, label="test accuracy")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def sample_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
+    """images (N, C, H, W) in [0, 1] -> one PNG, `nrow` images per row."""
+    grid = import_torchvision().utils.make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2)
+    pixels = grid.permute(1, 2, 0).numpy()  # (H', W', 3): make_grid repeats a single channel three times
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    matplotlib.image.imsave(path, pixels)
+    return path
