@@ -10,6 +10,7 @@ load arbitrary code. Every call goes through `MlflowClient`, so no active-run st
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import time
@@ -35,6 +36,7 @@ from dgr.streams import TaskInfo
 
 HEALTH_TIMEOUT_S = 5.0  # MLflow's own client retries an unreachable server for minutes
 ARTIFACTS_DIR = "mlartifacts"
+ARTIFACT_LOCATION_ENV = "DGR_ARTIFACT_LOCATION"  # artifact root of a new experiment without a server
 SCHOLAR_PATH = "scholar"
 NONE_PARENT = "none"
 _CHAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # safe inside search filters and model URIs
@@ -78,7 +80,7 @@ def _check_reachable(uri: str) -> None:
         reason = getattr(exc, "reason", exc)
         raise RegistryError(
             f"MLflow tracking server {uri} is unreachable: {_one_line(reason)}; start one "
-            "(infra/mlflow_server.sh) or unset MLFLOW_TRACKING_URI for the embedded default"
+            "(python infra/mlflow_server.py) or unset MLFLOW_TRACKING_URI for the embedded default"
         ) from None
 
 
@@ -96,8 +98,8 @@ def ensure_experiment(name: str, workdir: Path) -> str:
             if found.lifecycle_stage == "deleted":
                 client.restore_experiment(found.experiment_id)
             return found.experiment_id
-        location = None
-        if not _is_server(mlflow.get_tracking_uri()):
+        location = os.environ.get(ARTIFACT_LOCATION_ENV) or None  # e.g. s3://bucket/prefix
+        if location is None and not _is_server(mlflow.get_tracking_uri()):
             # Without a server, MLflow would put artifacts in ./mlruns of whatever directory we run in.
             location = (Path(workdir) / ARTIFACTS_DIR).resolve().as_uri()
         return client.create_experiment(name, artifact_location=location)

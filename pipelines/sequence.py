@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -39,6 +40,7 @@ from pipelines import figures, registry  # noqa: E402
 from pipelines.settings import PipelineConfig, load_settings  # noqa: E402
 
 EXPERIMENT = "dgr"
+FAULT_ENV = "DGR_FAULT_INJECTION"  # "task:iteration:marker-file": rank 1 dies once there (failure tests)
 NAMESPACE = "dgr"
 
 
@@ -91,8 +93,14 @@ def _trainer(settings: dict[str, Any], pipeline: PipelineConfig, run_name: str, 
         scaling_config=ray.train.ScalingConfig(num_workers=pipeline.num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(name=run_name, storage_path=storage,
-                                       failure_config=ray.train.FailureConfig(max_failures=pipeline.max_failures)),
+                                       failure_config=ray.train.FailureConfig(max_failures=pipeline.max_failures),
+                                       worker_runtime_env={"env_vars": _forwarded_env()}),
     )
+
+
+def _forwarded_env() -> dict[str, str]:
+    """Registry and S3 settings of the driver, for workers of a Ray that was started before they were set."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "AWS_"))}
 
 
 class _Fit(threading.Thread):
@@ -155,7 +163,8 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
     matrix: Matrix = [matrix_row(t.accuracies, len(tasks)) for t in done]
     versions = [t.version for t in done]
     train_seconds: list[float] = []
-    if done:
+    if done and len(done) < len(tasks):
+        registry.load_registered_scholar(chain, len(done) - 1)  # a corrupt checkpoint fails here, not in Ray
         print(f"resuming {chain} after task {len(done) - 1} (version {versions[-1]})", flush=True)
     if len(done) < len(tasks):
         ctx = {"config": config, "tasks": tasks, "chain": chain, "hash": digest,
@@ -186,7 +195,8 @@ def _train_remaining(ctx: dict[str, Any], pipeline: PipelineConfig, data_root: P
     gate = TaskGate.options(name=gate_name, namespace=NAMESPACE).remote(first)
     settings = {"config": flatten(ctx["config"]), "data_root": str(data_root), "workdir": str(workdir),
                 "tracking_uri": tracking_uri, "chain": ctx["chain"], "gate": gate_name, "namespace": NAMESPACE,
-                "threads": pipeline.threads_per_worker, "log_every": 500}
+                "threads": pipeline.threads_per_worker, "log_every": 500,
+                "fault": os.environ.get(FAULT_ENV, "")}
     fit = _Fit(_trainer(settings, pipeline, f"{ctx['chain']}-{ctx['hash']}", workdir))
     fit.start()
     train_seconds = []
@@ -234,12 +244,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store-creation notes are noise here
     try:
         config, pipeline = load_settings(args.config, args.set)
         result = run_chain(config, pipeline, resolve_data_root(args.data_root), args.workdir, args.restart)
     except (ConfigError, DatasetError, CheckpointError, registry.RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # Ray Train gave up; its own log above has the worker's traceback
+        print(f"error: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+        return 1
     summary = result.summary()
     _print_result(summary)
     if args.json is not None:

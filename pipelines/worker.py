@@ -53,6 +53,14 @@ def _starting_scholar(config: Config, chain: str, tasks: list[Task], k: int, dev
     return registry.load_registered_scholar(chain, k - 1, device)
 
 
+def _fault(spec: str, rank: int) -> tuple[int, int, Path] | None:
+    """Fault injection for failure tests: "task:iteration:marker" kills rank 1 once at that point."""
+    if not spec or rank != 1:
+        return None
+    task, iteration, marker = spec.split(":", 2)
+    return int(task), int(iteration), Path(marker)
+
+
 def train_chain(settings: dict[str, Any]) -> None:
     """`train_loop_per_worker` of the chain's TorchTrainer. `settings` is plain data from the driver."""
     context = ray.train.get_context()
@@ -66,7 +74,12 @@ def train_chain(settings: dict[str, Any]) -> None:
     gate = ray.get_actor(settings["gate"], namespace=settings["namespace"])
     log_every = settings["log_every"]
 
+    die_at = _fault(settings["fault"], rank)
+
     def progress(event: Progress) -> None:
+        if die_at is not None and (event.task, event.iteration) >= die_at[:2] and not die_at[2].exists():
+            die_at[2].touch()  # once: the retried worker group must get through
+            os._exit(1)
         if rank == 0 and event.iteration % log_every == 0:
             losses = " ".join(f"{k} {v:.4f}" for k, v in event.losses.items())
             print(f"task {event.task} iteration {event.iteration}/{event.iterations} {losses}", flush=True)
@@ -79,7 +92,8 @@ def train_chain(settings: dict[str, Any]) -> None:
         replay = replay_source(config, previous, infos[:k], infos[k], stored, device)
         data = training_data(config, stored, tasks[k])
         training = train_task(scholar, data, infos[k], config, replay, rank=rank, world_size=world_size,
-                              device=device, wrap=_ddp(device, world_size), callback=progress)
+                              device=device, wrap=_ddp(device, world_size), callback=progress,
+                              log_every=min(log_every, 10) if die_at else log_every)
         metrics = {"task": k, "rank": rank, "train_seconds": training.seconds,
                    "iterations_per_second": training.iterations_per_second,
                    **{f"loss_{name}": value for name, value in training.losses.items()}}

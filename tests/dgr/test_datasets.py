@@ -298,10 +298,8 @@ def test_download_calls_torchvision(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 # ------------------------------------------------------------------------------- real data
 
 @pytest.mark.integration
-def test_real_mnist() -> None:
-    root = os.environ.get("DGR_TEST_DATA_ROOT")
-    if not root or not (Path(root) / "MNIST" / "raw").is_dir():
-        pytest.skip("DGR_TEST_DATA_ROOT unset or has no MNIST/raw")
+def test_real_mnist(real_data_root: Path) -> None:
+    root = real_data_root
     x_train, y_train = ds.load_mnist(root, "train")
     x_test, y_test = ds.load_mnist(root, "test")
     assert x_train.shape == (60000, 1, 28, 28) and y_train.shape == (60000,)

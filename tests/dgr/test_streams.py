@@ -2,54 +2,26 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
 import torch
 
 from dgr.config import StreamConfig
 from dgr.datasets import load_dataset
+from tests.fakedata import write_mnist, write_svhn
 from dgr.streams import Task, build_stream, mnist_svhn, permuted_mnist, split_mnist, svhn_mnist
 
 TRAIN_PER_DIGIT, TEST_PER_DIGIT, SVHN_PER_SPLIT = 20, 10, 30
-
-
-def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
-    header = struct.pack(f">{1 + array.ndim}I", magic, *array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
-
-
-def write_mnist(root: Path, rng: np.random.Generator) -> None:
-    """Random images; pixel (0, 0) holds the digit so a test can read it back after relabelling."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, per_digit in (("train", TRAIN_PER_DIGIT), ("t10k", TEST_PER_DIGIT)):
-        labels = np.repeat(np.arange(10), per_digit)
-        images = rng.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8)
-        images[:, 0, 0] = labels
-        write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images, 2051)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels, 2049)
-
-
-def write_svhn(root: Path, rng: np.random.Generator) -> None:
-    (root / "SVHN").mkdir()
-    for split in ("train", "test"):
-        x = rng.integers(0, 256, size=(32, 32, 3, SVHN_PER_SPLIT), dtype=np.uint8)
-        y = (np.arange(SVHN_PER_SPLIT) % 10 + 1).reshape(-1, 1).astype(np.uint8)  # 1..10, 10 is digit 0
-        scipy.io.savemat(str(root / "SVHN" / f"{split}_32x32.mat"), {"X": x, "y": y})
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
-    write_mnist(path, rng)
-    write_svhn(path, rng)
+    write_mnist(path, rng, TRAIN_PER_DIGIT, TEST_PER_DIGIT)
+    write_svhn(path, rng, SVHN_PER_SPLIT)
     return path
 
 

@@ -1,0 +1,33 @@
+"""Fixtures for pipeline tests: a tiny MNIST data root and a chain config that trains in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fakedata import write_mnist
+
+# Permuted MNIST on 200 fake images per task with tiny models: 3 tasks in a few seconds of training.
+TINY_CHAIN = [
+    "stream.name=permuted_mnist", "stream.scenario=domain", "stream.num_tasks=3",
+    "solver.hidden=32", "solver.iterations=30", "solver.batch_size=32",
+    "generator.hidden=32", "generator.latent=8", "generator.iterations=30",
+    "run.device=cpu", "run.eval_batch_size=200",
+    "pipeline.num_workers=2", "pipeline.name=tiny-chain",
+]
+
+
+@pytest.fixture(scope="session")
+def fake_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_mnist(root, np.random.default_rng(0), train_per_digit=20, test_per_digit=10)
+    return root
+
+
+def chain_args(data_root: Path, workdir: Path, *extra: str) -> list[str]:
+    args = ["--data-root", str(data_root), "--workdir", str(workdir), "--json", str(workdir / "result.json")]
+    for item in [*TINY_CHAIN, *extra]:
+        args += ["--set", item]
+    return args

@@ -1,0 +1,126 @@
+"""Bad inputs to the main job: a one-line error, a non-zero exit, and no version registered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from dgr.checkpoint import save_scholar
+from dgr.config import config_hash
+from dgr.scholar import new_scholar
+from dgr.streams import TaskInfo
+from pipelines import registry
+from pipelines.sequence import main
+from pipelines.settings import load_settings
+from tests.pipelines.conftest import TINY_CHAIN, chain_args
+
+pytestmark = pytest.mark.mlflow
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+
+
+def _error(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1 and err[-1] == errors[0], err
+    return errors[0]
+
+
+def _version_count(chain: str = "tiny-chain") -> int:
+    return len(MlflowClient().search_model_versions(f"name='{chain}'"))
+
+
+@pytest.mark.parametrize("override, named", [
+    ("solver.bogus=1", "solver.bogus"),
+    ("replay.ratio=1.5", "replay.ratio"),
+    ("replay.ratio=0", "replay.ratio"),
+    ("generator.latent=-3", "generator.latent"),
+    ("pipeline.num_workers=0", "pipeline.num_workers"),
+    ("pipeline.colour=red", "pipeline.colour"),
+])
+def test_bad_config_values_fail_with_their_dotted_name(
+        override: str, named: str, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(chain_args(fake_data_root, workdir, override)) == 2
+    assert named in _error(capsys)
+    assert not (workdir / "mlflow.db").exists()  # nothing was started or written
+
+
+def test_unknown_key_in_a_config_file_is_named(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    config = workdir / "bad.yaml"
+    config.write_text("stream:\n  name: split_mnist\nreplay:\n  ratoi: 0.5\n")
+    assert main(["--config", str(config)]) == 2
+    assert "replay.ratoi" in _error(capsys)
+
+
+def test_unreadable_yaml_names_the_file(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    config = workdir / "broken.yaml"
+    config.write_text("stream: [unclosed\n")
+    assert main(["--config", str(config)]) == 2
+    assert str(config) in _error(capsys)
+
+
+def test_missing_data_names_the_expected_path(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    empty = workdir / "no-data"
+    empty.mkdir()
+    assert main(chain_args(empty, workdir)) == 2
+    assert str(empty / "MNIST" / "raw") in _error(capsys)
+
+
+def test_unreachable_tracking_server_fails_fast(
+        fake_data_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # the discard port: nothing listens
+    assert main(chain_args(fake_data_root, workdir)) == 2
+    assert "unreachable" in _error(capsys)
+
+
+def _register_task0(workdir: Path, digest: str) -> Path:
+    """A version for task 0 of the tiny chain, registered as a previous run would have."""
+    config, _ = load_settings(None, TINY_CHAIN)
+    registry.configure_tracking(workdir)
+    experiment = registry.ensure_experiment("dgr", workdir)
+    parent = registry.start_chain_run("tiny-chain", experiment, config, digest)
+    task = TaskInfo(0, "permuted mnist 0", tuple(range(10)))
+    run = registry.log_task(parent, experiment, "tiny-chain", digest, task, {}, [0.5], {})
+    folder = save_scholar(new_scholar(config, (1, 28, 28), 10), workdir / "scholar")
+    registry.register_scholar("tiny-chain", run, folder, task, None, digest, "fp", [0.5])
+    return folder
+
+
+def test_registry_of_another_config_refuses_to_resume(
+        fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    _register_task0(workdir, "0123456789ab")
+    assert main(chain_args(fake_data_root, workdir)) == 2
+    message = _error(capsys)
+    assert "0123456789ab" in message and "--restart" in message
+    assert _version_count() == 1
+
+
+def test_corrupt_registered_checkpoint_fails_before_training(
+        fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    config, _ = load_settings(None, TINY_CHAIN)
+    digest = config_hash(config)
+    original = registry.register_scholar
+
+    def corrupt_then_register(chain, run_id, folder, *args, **kwargs):  # type: ignore[no-untyped-def]
+        (Path(folder) / "weights.pt").write_bytes(b"not a torch file")
+        return original(chain, run_id, folder, *args, **kwargs)
+
+    monkeypatch.setattr(registry, "register_scholar", corrupt_then_register)
+    _register_task0(workdir, digest)
+    monkeypatch.undo()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(workdir)
+    assert main(chain_args(fake_data_root, workdir)) == 2
+    assert "corrupt scholar weights" in _error(capsys)
+    assert _version_count() == 1

@@ -1,0 +1,108 @@
+"""The main job against real services on loopback: S3 artifacts (moto) and `ray job submit` to `ray start`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from infra.s3_endpoint import create_bucket, environment, s3_client, start_s3_endpoint
+from pipelines.sequence import main
+from tests.pipelines.conftest import chain_args
+
+pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+
+
+def test_artifacts_and_ray_checkpoints_land_on_s3(
+        fake_data_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    server, endpoint = start_s3_endpoint()
+    try:
+        create_bucket(endpoint, "dgr")
+        for key, value in environment(endpoint).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # pyarrow (Ray storage) reads this one
+        monkeypatch.setenv("DGR_ARTIFACT_LOCATION", "s3://dgr/mlflow")
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        try:
+            args = chain_args(fake_data_root, workdir, "stream.num_tasks=2", "pipeline.storage_path=s3://dgr/ray")
+            assert main(args) == 0
+        finally:
+            ray.shutdown()
+        keys = [o["Key"] for o in s3_client(endpoint).list_objects_v2(Bucket="dgr").get("Contents", [])]
+        assert sum(k.startswith("mlflow/") and k.endswith("scholar/weights.pt") for k in keys) == 2
+        assert sum(k.startswith("ray/") and k.endswith("scholar/weights.pt") for k in keys) == 2
+        assert len(MlflowClient().search_model_versions("name='tiny-chain'")) == 2
+    finally:
+        server.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """`ray start --head --block` on loopback in its own process group, stopped by this test only."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    dashboard = _free_port()
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus=2",
+         "--node-ip-address=127.0.0.1", f"--port={_free_port()}", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"],
+        env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            probe = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "list", "--address", address],
+                                   env=env, capture_output=True)
+            if probe.returncode == 0:
+                break
+            time.sleep(2)
+        else:
+            pytest.fail("ray start --head did not answer on its dashboard within 120 s")
+        yield address, env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_ray_job_submit_runs_the_chain(ray_head: tuple[str, dict[str, str]], fake_data_root: Path,
+                                       tmp_path: Path) -> None:
+    address, env = ray_head
+    job = subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+         "--", "python", "pipelines/sequence.py",
+         *chain_args(fake_data_root, tmp_path, "stream.num_tasks=2")],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "average accuracy" in job.stdout
+    assert (tmp_path / "result.json").exists()

@@ -1,0 +1,94 @@
+"""The main job end to end on a local Ray with 2 gloo workers: chain, registry lineage, resume, failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from dgr.checkpoint import load_scholar
+from pipelines import registry
+from pipelines.sequence import main
+from tests.pipelines.conftest import chain_args
+
+pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+
+
+def _versions(chain: str = "tiny-chain") -> list:
+    return sorted(MlflowClient().search_model_versions(f"name='{chain}'"), key=lambda v: int(v.version))
+
+
+def _numbers(versions: list) -> list[str]:
+    return [str(v.version) for v in versions]  # SQLite stores gives ints, servers strings
+
+
+def _same_outputs(a, b) -> bool:
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(8, a.generator.latent, generator=torch.Generator().manual_seed(1))
+    return torch.equal(a.label(x), b.label(x)) and torch.equal(a.generator.decoder(z), b.generator.decoder(z))
+
+
+def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
+        ray_session: None, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(chain_args(fake_data_root, workdir)) == 0
+    result = json.loads((workdir / "result.json").read_text())
+    assert result["registered_model"] == "tiny-chain"
+    assert result["versions"] == ["1", "2", "3"]
+    assert len(result["accuracy_matrix"]) == 3 and result["accuracy_matrix"][0][1:] == [None, None]
+    client = MlflowClient()
+    versions = _versions()
+    assert _numbers(versions) == ["1", "2", "3"]
+    for k, version in enumerate(versions):
+        assert str(client.get_model_version_by_alias("tiny-chain", f"task-{k}").version) == str(version.version)
+        assert version.tags["parent_version"] == ("none" if k == 0 else str(k))
+        assert version.tags["task"] == str(k)
+        assert json.loads(version.tags["test_accuracies"]) == result["accuracy_matrix"][k][:k + 1]
+    # Rank 0 wrote exactly one checkpoint per task; the registry's scholar is that one.
+    checkpoints = sorted(p.name for p in (workdir / "ray_results").glob("*/task-*"))
+    assert checkpoints == ["task-0", "task-1", "task-2"]
+    trained = load_scholar(next((workdir / "ray_results").glob("*/task-2")) / "scholar")
+    assert _same_outputs(registry.load_registered_scholar("tiny-chain", 2), trained)
+
+    capsys.readouterr()
+    assert main(chain_args(fake_data_root, workdir)) == 0  # same chain, same config: nothing to do
+    assert len(_versions()) == 3
+    assert json.loads((workdir / "result.json").read_text())["versions"] == ["1", "2", "3"]
+
+    assert main(chain_args(fake_data_root, workdir, "stream.num_tasks=2") + ["--restart"]) == 0
+    versions = _versions()
+    assert _numbers(versions) == ["1", "2", "3", "4", "5"]
+    assert str(client.get_model_version_by_alias("tiny-chain", "task-0").version) == "4"
+    assert versions[3].tags["parent_version"] == "none" and versions[4].tags["parent_version"] == "4"
+
+
+def test_a_killed_worker_is_retried_and_each_task_still_yields_one_version(
+        ray_session: None, fake_data_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = workdir / "killed"
+    monkeypatch.setenv("DGR_FAULT_INJECTION", f"1:10:{marker}")
+    assert main(chain_args(fake_data_root, workdir)) == 0
+    assert marker.exists()  # rank 1 really died during task 1
+    assert _numbers(_versions()) == ["1", "2", "3"]
+    assert [v.tags["task"] for v in _versions()] == ["0", "1", "2"]
