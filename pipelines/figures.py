@@ -51,3 +51,32 @@ def sample_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     matplotlib.image.imsave(path, pixels)
     return path
+
+
+def sweep_plot(rows: list[dict], keys: list[str], path: Path) -> Path:
+    """Average accuracy of each trial against its first swept key, one series per value of the others."""
+    x_key, others = keys[0], keys[1:]
+    x_values = sorted({str(r[x_key]) for r in rows}, key=lambda v: (v != "1/t", v))  # the 1/t rule first
+    figure = Figure(figsize=(6, 4))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    series: dict[str, list[tuple[int, float, bool]]] = {}
+    for r in rows:
+        label = ", ".join(f"{k}={r[k]}" for k in others) or "trials"
+        series.setdefault(label, []).append((x_values.index(str(r[x_key])), r["average_accuracy"], r["finished"]))
+    for label, points in sorted(series.items()):
+        done = [(x, y) for x, y, finished in points if finished]
+        stopped = [(x, y) for x, y, finished in points if not finished]
+        line = axes.plot(*zip(*done), "o", label=label)[0] if done else None
+        if stopped:  # hollow markers: stopped early by ASHA (accuracy over fewer tasks)
+            color = line.get_color() if line is not None else None
+            axes.plot(*zip(*stopped), "o", mfc="none", color=color, label=None if done else f"{label} (stopped)")
+    axes.set_xticks(range(len(x_values)), x_values)
+    axes.set_xlabel(x_key)
+    axes.set_ylabel("average accuracy (hollow: stopped early)")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path

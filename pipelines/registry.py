@@ -146,8 +146,12 @@ def clear_chain(chain: str) -> None:
                 client.delete_registered_model_alias(chain, alias)
 
 
-def start_chain_run(chain: str, experiment_id: str, config: Config, config_hash: str) -> str:
-    """The chain's parent run: found again by its tags on resume, created (with params) otherwise."""
+def start_chain_run(chain: str, experiment_id: str, config: Config, config_hash: str,
+                    parent_run_id: str | None = None) -> str:
+    """The chain's parent run: found again by its tags on resume, created (with params) otherwise.
+
+    A sweep's trials nest their chain runs under the sweep's run (`parent_run_id`).
+    """
     client = MlflowClient()
     with _step(f"chain run {_checked(chain)}-{config_hash}"):
         found = client.search_runs(
@@ -159,11 +163,43 @@ def start_chain_run(chain: str, experiment_id: str, config: Config, config_hash:
         )
         if found:
             return found[0].info.run_id
-        run = client.create_run(experiment_id, run_name=f"{chain}-{config_hash}",
-                                tags={"dgr.chain": chain, "dgr.config_hash": config_hash})
+        tags = {"dgr.chain": chain, "dgr.config_hash": config_hash}
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = client.create_run(experiment_id, run_name=f"{chain}-{config_hash}", tags=tags)
         params = [Param(key, str(value)) for key, value in flatten(config).items()]
         client.log_batch(run.info.run_id, params=params)
         return run.info.run_id
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """Metrics on an existing run, e.g. a chain's average accuracy so far after each task (step = task)."""
+    now = int(time.time() * 1000)
+    with _step(f"logging metrics of run {run_id}"):
+        MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def start_sweep_run(experiment_id: str, name: str, params: dict[str, str]) -> str:
+    """The sweep's parent run, found again by name on resume (a restored sweep logs into it again)."""
+    client = MlflowClient()
+    with _step(f"sweep run {name}"):
+        found = client.search_runs([experiment_id], filter_string=f"tags.`dgr.sweep` = '{name}'",
+                                   run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = client.create_run(experiment_id, run_name=name, tags={"dgr.sweep": name})
+        client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+        return run.info.run_id
+
+
+def finish_run(run_id: str, artifacts: dict[str, Path] | None = None, tags: dict[str, str] | None = None) -> None:
+    client = MlflowClient()
+    with _step(f"finishing run {run_id}"):
+        for path in (artifacts or {}).values():
+            client.log_artifact(run_id, str(path))
+        for key, value in (tags or {}).items():
+            client.set_tag(run_id, key, value)
+        client.set_terminated(run_id, "FINISHED")
 
 
 def finish_chain_run(run_id: str, average_accuracy: float | None = None) -> None:

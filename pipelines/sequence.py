@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python pipelines/sequence.py` from a checkout
@@ -85,7 +85,8 @@ def _trainer(settings: dict[str, Any], pipeline: PipelineConfig, run_name: str, 
 
     use_gpu = _use_gpu(pipeline)
     # Workers hold the CPUs; the driver and the gate hold none, so 2 workers fit on 2 cores.
-    resources = {"CPU": settings["threads"], **({"GPU": 1} if use_gpu else {})}
+    cpus = pipeline.worker_cpus or settings["threads"]
+    resources = {"CPU": cpus, **({"GPU": 1} if use_gpu else {})}
     storage = pipeline.storage_path or str((workdir / "ray_results").resolve())
     return TorchTrainer(
         train_chain,
@@ -149,8 +150,12 @@ def _register_task(ctx: dict[str, Any], task: Task, scholar: Scholar, metrics: d
     return version
 
 
-def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir: Path,
-              restart: bool = False) -> ChainResult:
+TaskHook = Callable[[int, Matrix], None]
+
+
+def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir: Path, restart: bool = False,
+              parent_run: str | None = None, on_task: TaskHook | None = None) -> ChainResult:
+    """Train every task not yet registered; `on_task(k, matrix)` runs after task k is registered."""
     start = time.perf_counter()
     tasks = build_stream(config.stream, data_root, config.run.seed)  # bad data fails before Ray starts
     tracking_uri = registry.configure_tracking(workdir)
@@ -159,7 +164,7 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
     if restart:
         registry.clear_chain(chain)
     done = registry.chain_tasks(chain, digest)
-    parent_run = registry.start_chain_run(chain, experiment, config, digest)
+    chain_run = registry.start_chain_run(chain, experiment, config, digest, parent_run)
     matrix: Matrix = [matrix_row(t.accuracies, len(tasks)) for t in done]
     versions = [t.version for t in done]
     train_seconds: list[float] = []
@@ -168,10 +173,10 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
         print(f"resuming {chain} after task {len(done) - 1} (version {versions[-1]})", flush=True)
     if len(done) < len(tasks):
         ctx = {"config": config, "tasks": tasks, "chain": chain, "hash": digest,
-               "experiment": experiment, "parent_run": parent_run}
+               "experiment": experiment, "parent_run": chain_run, "on_task": on_task}
         train_seconds = _train_remaining(ctx, pipeline, data_root, workdir, tracking_uri, len(done),
                                          matrix, versions)
-    registry.finish_chain_run(parent_run, average_accuracy(matrix))
+    registry.finish_chain_run(chain_run, average_accuracy(matrix))
     return ChainResult(chain, matrix, versions, time.perf_counter() - start, train_seconds)
 
 
@@ -212,6 +217,8 @@ def _train_remaining(ctx: dict[str, Any], pipeline: PipelineConfig, data_root: P
             version = _register_task(ctx, task, _scholar_of(payload), metrics, matrix, versions)
             versions.append(version)
             ray.get(gate.registered.remote(task.index, version))
+            if ctx["on_task"] is not None:
+                ctx["on_task"](task.index, matrix)
     except BaseException:
         ray.get(gate.abort.remote())
         fit.join(timeout=60)

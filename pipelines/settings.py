@@ -26,12 +26,15 @@ class PipelineConfig:
     threads_per_worker: int = 1
     max_failures: int = 2  # Ray Train restarts of a worker group that lost a worker
     storage_path: str = ""  # Ray Train checkpoints: a folder or s3://bucket/prefix; "" = ./ray_results
+    worker_cpus: float = 0.0  # CPUs a worker reserves; 0 = threads_per_worker (sweeps use 0.99, see sweep.py)
 
     def __post_init__(self) -> None:
         for name, low in (("num_workers", 1), ("threads_per_worker", 1), ("max_failures", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"pipeline.{name}: expected an integer >= {low}, got {value!r}")
+        if not isinstance(self.worker_cpus, (int, float)) or self.worker_cpus < 0:
+            raise ConfigError(f"pipeline.worker_cpus: expected a number >= 0, got {self.worker_cpus!r}")
         if self.use_gpu not in ("auto", "true", "false"):
             raise ConfigError(f"pipeline.use_gpu: expected one of auto, true, false, got {self.use_gpu!r}")
         if not isinstance(self.name, str) or any(c in self.name for c in " /@:"):
@@ -63,6 +66,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def load_settings(path: Path | None, overrides: Sequence[str] = ()) -> tuple[Config, PipelineConfig]:
     """Config and pipeline settings from a YAML file (default: split MNIST) and `key=value` overrides."""
     values = read_yaml(path or DEFAULT_CONFIG)
+    values.pop("sweep", None)  # read by pipelines/sweep.py
     pipeline_values = dict(values.pop("pipeline", None) or {})
     science: dict[str, dict[str, Any]] = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
     known_pipeline = {f.name: f.type for f in dataclasses.fields(PipelineConfig)}
@@ -86,6 +90,11 @@ def load_settings(path: Path | None, overrides: Sequence[str] = ()) -> tuple[Con
 
 
 def _typed(key: str, raw: str, default: Any) -> Any:
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{key}: expected float, got {raw!r}") from None
     if isinstance(default, int):
         try:
             return int(raw)

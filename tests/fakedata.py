@@ -18,12 +18,14 @@ def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
 
 def write_mnist(root: Path, rng: np.random.Generator, train_per_digit: int = 20, test_per_digit: int = 10,
                 folder: str = "MNIST") -> None:
-    """Random images; pixel (0, 0) holds the digit so a test can read it back after relabelling."""
+    """A random prototype per digit plus noise (learnable); pixel (0, 0) holds the digit for read-back."""
     raw = root / folder / "raw"
     raw.mkdir(parents=True)
+    prototypes = rng.integers(0, 256, size=(10, 28, 28))
     for prefix, per_digit in (("train", train_per_digit), ("t10k", test_per_digit)):
         labels = np.repeat(np.arange(10), per_digit)
-        images = rng.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8)
+        noise = rng.normal(0, 40, size=(len(labels), 28, 28))
+        images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
         images[:, 0, 0] = labels
         write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images, 2051)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels, 2049)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -24,6 +25,17 @@ def fake_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_mnist(root, np.random.default_rng(0), train_per_digit=20, test_per_digit=10)
     return root
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh working directory with the embedded MLflow default (no tracking URI from outside)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    import mlflow
+
+    mlflow.set_tracking_uri(None)  # the registry exported the test's store: forget it
 
 
 def chain_args(data_root: Path, workdir: Path, *extra: str) -> list[str]:

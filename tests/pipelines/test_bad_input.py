@@ -20,16 +20,6 @@ from tests.pipelines.conftest import TINY_CHAIN, chain_args
 pytestmark = pytest.mark.mlflow
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
-    import mlflow
-
-    mlflow.set_tracking_uri(None)
-
-
 def _error(capsys: pytest.CaptureFixture) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     errors = [line for line in err if line.startswith("error: ")]

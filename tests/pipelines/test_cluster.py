@@ -22,16 +22,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
-    import mlflow
-
-    mlflow.set_tracking_uri(None)
-
-
 def test_artifacts_and_ray_checkpoints_land_on_s3(
         fake_data_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
@@ -43,7 +33,7 @@ def test_artifacts_and_ray_checkpoints_land_on_s3(
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # pyarrow (Ray storage) reads this one
         monkeypatch.setenv("DGR_ARTIFACT_LOCATION", "s3://dgr/mlflow")
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        ray.init(num_cpus=2, configure_logging=False)
         try:
             args = chain_args(fake_data_root, workdir, "stream.num_tasks=2", "pipeline.storage_path=s3://dgr/ray")
             assert main(args) == 0

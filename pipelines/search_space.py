@@ -1,0 +1,89 @@
+"""The sweep's search space: YAML `sweep:` section -> Ray Tune samplers, validated before any trial starts.
+
+    sweep:
+      samples: 8
+      space:                                # dotted config keys -> one Tune sampler each
+        replay.ratio: {choice: ["1/t", 0.25, 0.5, 0.75]}
+        generator.latent: {choice: [16, 100]}
+        generator.hidden: {choice: [100, 400]}
+      asha: {grace_period: 1, reduction_factor: 2}
+
+Samplers: choice, grid (every value, once per sample), uniform, loguniform, randint (Tune's own). Every
+value a sampler can produce is checked against the config's validation, so an r outside (0, 1] or a
+negative capacity fails at once with its dotted key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from dgr.config import Config, ConfigError, flatten, from_flat
+
+DEFAULT_SPACE: dict[str, dict[str, list[Any]]] = {
+    "replay.ratio": {"choice": ["1/t", 0.25, 0.5, 0.75]},
+    "generator.latent": {"choice": [16, 100]},
+    "generator.hidden": {"choice": [100, 400]},
+}
+SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    samples: int = 8
+    space: dict[str, dict[str, list[Any]]] = field(default_factory=lambda: dict(DEFAULT_SPACE))
+    grace_period: int = 1  # tasks a trial always gets before ASHA may stop it
+    reduction_factor: int = 2
+    max_concurrent: int = 0  # 0: as many as the cluster's CPUs allow
+
+    def tune_space(self) -> dict[str, Any]:
+        from ray import tune
+
+        samplers = {"choice": tune.choice, "grid": tune.grid_search, "uniform": lambda v: tune.uniform(*v),
+                    "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
+        return {key: samplers[kind](values) for key, spec in self.space.items() for kind, values in spec.items()}
+
+
+def _values_to_check(key: str, kind: str, values: Any) -> list[Any]:
+    if kind in ("choice", "grid"):
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep.space.{key}.{kind}: expected a non-empty list of values, got {values!r}")
+        return values
+    if not isinstance(values, list) or len(values) != 2 or not all(isinstance(v, (int, float)) for v in values) \
+            or values[0] >= values[1]:
+        raise ConfigError(f"sweep.space.{key}.{kind}: expected [low, high] with low < high, got {values!r}")
+    if kind == "randint":
+        return [values[0], values[1] - 1]  # Tune's randint excludes the upper bound
+    return list(values)
+
+
+def parse_sweep(values: Mapping[str, Any] | None, base: Config) -> SweepSpec:
+    """The `sweep:` section, checked against `base`: unknown keys and impossible values fail here."""
+    values = dict(values or {})
+    known = {"samples", "space", "grace_period", "reduction_factor", "max_concurrent"}
+    for name in values:
+        if name not in known:
+            raise ConfigError(f"sweep.{name}: unknown sweep key (known: {', '.join(sorted(known))})")
+    space = values.get("space", DEFAULT_SPACE)
+    if not isinstance(space, Mapping) or not space:
+        raise ConfigError(f"sweep.space: expected a mapping of config keys to samplers, got {space!r}")
+    flat = flatten(base)
+    for key, spec in space.items():
+        if key not in flat:
+            raise ConfigError(f"sweep.space.{key}: unknown config key")
+        if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
+            raise ConfigError(f"sweep.space.{key}: expected one sampler of {', '.join(SAMPLERS)}, got {spec!r}")
+        kind, sampled = next(iter(spec.items()))
+        for value in _values_to_check(key, kind, sampled):
+            try:
+                from_flat({key: value}, base)
+            except ConfigError as exc:
+                raise ConfigError(f"sweep.space.{exc}") from None
+    spec = SweepSpec(space={k: dict(v) for k, v in space.items()},
+                     **{k: values[k] for k in ("samples", "grace_period", "reduction_factor", "max_concurrent")
+                        if k in values})
+    for name, low in (("samples", 1), ("grace_period", 1), ("reduction_factor", 2), ("max_concurrent", 0)):
+        value = getattr(spec, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"sweep.{name}: expected an integer >= {low}, got {value!r}")
+    return spec

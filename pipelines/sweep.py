@@ -1,0 +1,169 @@
+"""Ray Tune sweep of the replay ratio and the generator capacity (and any other config key).
+
+    python pipelines/sweep.py --config configs/split_mnist.yaml --samples N [--data-root DIR] [--set k=v ...]
+
+Each trial is a Tune function trainable that runs a whole task chain (`pipelines.sequence.run_chain`,
+itself a Ray Train `TorchTrainer`: the current Train V2 + Tune pattern) and reports after every task its
+average accuracy so far, so ASHA stops hopeless trials after the first tasks. The objective is the final
+average accuracy. Trials hold (almost) no CPU themselves so their Train workers can run on a 2-core
+machine. One MLflow run for the sweep; each trial's chain run nests under it; the best trial's final
+scholar gets the alias `best`. Rerunning the same sweep restores it with Tune (finished trials stay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dgr.checkpoint import CheckpointError  # noqa: E402
+from dgr.config import Config, ConfigError, config_hash, flatten, from_flat  # noqa: E402
+from dgr.datasets import DatasetError, resolve_data_root  # noqa: E402
+from dgr.evaluation import Matrix, forgetting  # noqa: E402
+from pipelines import figures, registry  # noqa: E402
+from pipelines.search_space import SweepSpec, parse_sweep  # noqa: E402
+from pipelines.sequence import EXPERIMENT, _local_runtime_env, run_chain  # noqa: E402
+from pipelines.settings import DEFAULT_CONFIG, PipelineConfig, load_settings, read_yaml  # noqa: E402
+
+TRIAL_CPU = 0.01  # a trial's own driver; measured here: a trial holding a CPU starves its own workers
+WORKER_CPU = 0.99
+
+
+def trial(params: dict[str, Any], base: dict[str, Any], pipeline: dict[str, Any], data_root: str,
+          workdir: str, sweep: str, sweep_run: str) -> None:
+    """One Tune trial: a whole chain with `params` over `base`, reporting after each task."""
+    from ray import tune
+
+    config = from_flat({**base, **params})
+    name = f"{sweep}-{tune.get_context().get_trial_id()}"
+    settings = PipelineConfig(**{**pipeline, "name": name})
+
+    def report(task: int, matrix: Matrix) -> None:
+        row = [a for a in matrix[-1] if a is not None]
+        tune.report({"tasks": task + 1, "average_accuracy": statistics.fmean(row),
+                     "forgetting": statistics.fmean(forgetting(matrix)) if task else 0.0,
+                     "registered_model": name})
+
+    run_chain(config, settings, Path(data_root), Path(workdir), parent_run=sweep_run, on_task=report)
+
+
+def _tuner(spec: SweepSpec, config: Config, pipeline: PipelineConfig, data_root: Path, workdir: Path,
+           sweep: str, sweep_run: str, num_tasks: int, storage: str):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    trainable = tune.with_resources(
+        tune.with_parameters(trial, base=flatten(config), pipeline=vars(pipeline), data_root=str(data_root),
+                             workdir=str(workdir), sweep=sweep, sweep_run=sweep_run),
+        {"cpu": TRIAL_CPU})
+    path = Path(storage) / sweep
+    if tune.Tuner.can_restore(str(path)):
+        print(f"restoring sweep {sweep} from {path}", flush=True)
+        return tune.Tuner.restore(str(path), trainable, resume_errored=True)
+    scheduler = ASHAScheduler(time_attr="tasks", max_t=num_tasks, grace_period=spec.grace_period,
+                              reduction_factor=spec.reduction_factor)
+    return tune.Tuner(
+        trainable,
+        param_space=spec.tune_space(),
+        tune_config=tune.TuneConfig(metric="average_accuracy", mode="max", scheduler=scheduler,
+                                    num_samples=spec.samples, max_concurrent_trials=spec.max_concurrent or None),
+        run_config=tune.RunConfig(name=sweep, storage_path=storage),
+    )
+
+
+def summarize(rows: list[dict[str, Any]], keys: list[str]) -> str:
+    """Markdown table of trials, best final average accuracy first; stopped trials after finished ones."""
+    rows = sorted(rows, key=lambda r: (r["finished"], r["average_accuracy"]), reverse=True)
+    lines = ["| trial | " + " | ".join(keys) + " | tasks | avg. accuracy | forgetting | status |",
+             "|" + "---|" * (len(keys) + 5)]
+    for r in rows:
+        status = "finished" if r["finished"] else f"stopped after task {r['tasks'] - 1}"
+        lines.append(f"| {r['trial']} | " + " | ".join(str(r[k]) for k in keys) +
+                     f" | {r['tasks']} | {100 * r['average_accuracy']:.2f} % | {100 * r['forgetting']:.2f} | {status} |")
+    return "\n".join(lines)
+
+
+def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_root: Path, workdir: Path,
+              name: str) -> dict[str, Any]:
+    import ray
+
+    from dgr.streams import build_stream
+
+    num_tasks = len(build_stream(config.stream, data_root, config.run.seed))  # bad data fails here
+    registry.configure_tracking(workdir)
+    experiment = registry.ensure_experiment(EXPERIMENT, workdir)
+    sweep = name or f"sweep-{config_hash(config)}"
+    sweep_run = registry.start_sweep_run(experiment, sweep, {"space": json.dumps(spec.space),
+                                                             "samples": str(spec.samples)})
+    if not ray.is_initialized():
+        ray.init(**_local_runtime_env())
+    storage = pipeline.storage_path or str((workdir / "ray_results").resolve())
+    pipeline = replace(pipeline, worker_cpus=WORKER_CPU)
+    results = _tuner(spec, config, pipeline, data_root, workdir, sweep, sweep_run, num_tasks, storage).fit()
+    keys = list(spec.space)
+    rows = []
+    for result in results:
+        if result.metrics and "tasks" in result.metrics:
+            params = {k: result.config[k] for k in keys}
+            rows.append({"trial": result.metrics["trial_id"], **params, **{m: result.metrics[m] for m in
+                         ("tasks", "average_accuracy", "forgetting", "registered_model")},
+                         "finished": result.metrics["tasks"] == num_tasks})
+    finished = [r for r in rows if r["finished"]]
+    if not finished:
+        raise RuntimeError(f"sweep {sweep}: no trial finished all {num_tasks} tasks")
+    best = max(finished, key=lambda r: r["average_accuracy"])
+    best_task = registry.chain_tasks(best["registered_model"], config_hash(from_flat({**flatten(config),
+                                                                              **{k: best[k] for k in keys}})))
+    registry.set_alias(best["registered_model"], "best", best_task[-1].version)
+    table = summarize(rows, keys)
+    with tempfile.TemporaryDirectory() as folder:
+        files = {"sweep_summary.md": Path(folder) / "sweep_summary.md",
+                 "sweep_trials.json": Path(folder) / "sweep_trials.json"}
+        files["sweep_summary.md"].write_text(table + "\n")
+        files["sweep_trials.json"].write_text(json.dumps(rows, indent=1))
+        files["sweep_accuracy.png"] = figures.sweep_plot(rows, keys, Path(folder) / "sweep_accuracy.png")
+        registry.finish_run(sweep_run, files, {"best_model": f"models:/{best['registered_model']}@best"})
+    return {"sweep": sweep, "table": table, "trials": rows, "best": best,
+            "best_model_uri": f"models:/{best['registered_model']}@best"}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Ray Tune sweep of replay ratio and generator capacity.")
+    p.add_argument("--config", type=Path, default=None, help="YAML config with a `sweep:` section")
+    p.add_argument("--samples", type=int, default=None, help="trials (overrides sweep.samples)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--name", default="", help="sweep name (default: from the config hash); reuse it to resume")
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--workdir", type=Path, default=Path.cwd())
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config, pipeline = load_settings(args.config, args.set)
+        sweep_values = dict(read_yaml(args.config or DEFAULT_CONFIG).get("sweep") or {})
+        if args.samples is not None:
+            sweep_values["samples"] = args.samples
+        spec = parse_sweep(sweep_values, config)
+        summary = run_sweep(config, pipeline, spec, resolve_data_root(args.data_root), args.workdir, args.name)
+    except (ConfigError, DatasetError, CheckpointError, registry.RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary["table"])
+    print(f"best: trial {summary['best']['trial']} -> {summary['best_model_uri']}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
