@@ -51,6 +51,7 @@ class ChainResult:
     versions: list[str]
     wall_seconds: float
     train_seconds: list[float] = field(default_factory=list)
+    register_seconds: list[float] = field(default_factory=list)  # driver: evaluate, log, register
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -62,6 +63,7 @@ class ChainResult:
             "backward_transfer": backward_transfer(self.accuracy_matrix),
             "wall_seconds": self.wall_seconds,
             "train_seconds": self.train_seconds,
+            "register_seconds": self.register_seconds,
         }
 
 
@@ -168,34 +170,38 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
     matrix: Matrix = [matrix_row(t.accuracies, len(tasks)) for t in done]
     versions = [t.version for t in done]
     train_seconds: list[float] = []
+    register_seconds: list[float] = []
     if done and len(done) < len(tasks):
         registry.load_registered_scholar(chain, len(done) - 1)  # a corrupt checkpoint fails here, not in Ray
         print(f"resuming {chain} after task {len(done) - 1} (version {versions[-1]})", flush=True)
     if len(done) < len(tasks):
         ctx = {"config": config, "tasks": tasks, "chain": chain, "hash": digest,
                "experiment": experiment, "parent_run": chain_run, "on_task": on_task}
-        train_seconds = _train_remaining(ctx, pipeline, data_root, workdir, tracking_uri, len(done),
-                                         matrix, versions)
+        train_seconds, register_seconds = _train_remaining(ctx, pipeline, data_root, workdir, tracking_uri,
+                                                           len(done), matrix, versions)
     registry.finish_chain_run(chain_run, average_accuracy(matrix))
-    return ChainResult(chain, matrix, versions, time.perf_counter() - start, train_seconds)
+    return ChainResult(chain, matrix, versions, time.perf_counter() - start, train_seconds, register_seconds)
 
 
-def _local_runtime_env() -> dict[str, Any]:
-    """A local Ray's workers import this checkout even when the project is not pip-installed."""
+def _ray_init_args() -> dict[str, Any]:
+    """No RAY_ADDRESS: a new local Ray (never a stale `ray start` cluster's address file), whose workers
+    import this checkout even when the project is not pip-installed. With RAY_ADDRESS: join that cluster
+    (`ray job submit` sets it; the job's runtime env already provides the code)."""
     if os.environ.get("RAY_ADDRESS"):
-        return {}  # a cluster job: its runtime env (working_dir, installed project) already provides it
+        return {}
     paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {"runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}}
+    return {"address": "local", "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}}
 
 
 def _train_remaining(ctx: dict[str, Any], pipeline: PipelineConfig, data_root: Path, workdir: Path,
-                     tracking_uri: str, first: int, matrix: Matrix, versions: list[str]) -> list[float]:
+                     tracking_uri: str, first: int, matrix: Matrix,
+                     versions: list[str]) -> tuple[list[float], list[float]]:
     import ray
 
     from pipelines.gate import TaskGate
 
     if not ray.is_initialized():
-        ray.init(**_local_runtime_env())  # with RAY_ADDRESS set (ray job submit) this joins that cluster
+        ray.init(**_ray_init_args())
     gate_name = f"gate-{ctx['chain']}-{uuid.uuid4().hex[:8]}"
     gate = TaskGate.options(name=gate_name, namespace=NAMESPACE).remote(first)
     settings = {"config": flatten(ctx["config"]), "data_root": str(data_root), "workdir": str(workdir),
@@ -204,7 +210,7 @@ def _train_remaining(ctx: dict[str, Any], pipeline: PipelineConfig, data_root: P
                 "fault": os.environ.get(FAULT_ENV, "")}
     fit = _Fit(_trainer(settings, pipeline, f"{ctx['chain']}-{ctx['hash']}", workdir))
     fit.start()
-    train_seconds = []
+    train_seconds, register_seconds = [], []
     try:
         for task in ctx["tasks"][first:]:
             payload = None
@@ -214,7 +220,9 @@ def _train_remaining(ctx: dict[str, Any], pipeline: PipelineConfig, data_root: P
                     raise RuntimeError(f"Ray Train stopped before task {task.index} was trained: {fit.error}")
             metrics = payload["metrics"]
             train_seconds.append(metrics["train_seconds"])
+            registering = time.perf_counter()
             version = _register_task(ctx, task, _scholar_of(payload), metrics, matrix, versions)
+            register_seconds.append(time.perf_counter() - registering)
             versions.append(version)
             ray.get(gate.registered.remote(task.index, version))
             if ctx["on_task"] is not None:
@@ -227,7 +235,7 @@ def _train_remaining(ctx: dict[str, Any], pipeline: PipelineConfig, data_root: P
     if fit.error is not None:
         raise RuntimeError(f"Ray Train failed after the last task: {fit.error}")
     ray.kill(gate)
-    return train_seconds
+    return train_seconds, register_seconds
 
 
 def _print_result(summary: dict[str, Any]) -> None:

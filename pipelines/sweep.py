@@ -29,7 +29,7 @@ from dgr.datasets import DatasetError, resolve_data_root  # noqa: E402
 from dgr.evaluation import Matrix, forgetting  # noqa: E402
 from pipelines import figures, registry  # noqa: E402
 from pipelines.search_space import SweepSpec, parse_sweep  # noqa: E402
-from pipelines.sequence import EXPERIMENT, _local_runtime_env, run_chain  # noqa: E402
+from pipelines.sequence import EXPERIMENT, _ray_init_args, run_chain  # noqa: E402
 from pipelines.settings import DEFAULT_CONFIG, PipelineConfig, load_settings, read_yaml  # noqa: E402
 
 TRIAL_CPU = 0.01  # a trial's own driver; measured here: a trial holding a CPU starves its own workers
@@ -103,7 +103,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
     sweep_run = registry.start_sweep_run(experiment, sweep, {"space": json.dumps(spec.space),
                                                              "samples": str(spec.samples)})
     if not ray.is_initialized():
-        ray.init(**_local_runtime_env())
+        ray.init(**_ray_init_args())
     storage = pipeline.storage_path or str((workdir / "ray_results").resolve())
     pipeline = replace(pipeline, worker_cpus=WORKER_CPU)
     results = _tuner(spec, config, pipeline, data_root, workdir, sweep, sweep_run, num_tasks, storage).fit()

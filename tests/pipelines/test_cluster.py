@@ -59,10 +59,10 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
-    dashboard = _free_port()
+    dashboard, port = _free_port(), _free_port()
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus=2",
-         "--node-ip-address=127.0.0.1", f"--port={_free_port()}", "--include-dashboard=true",
+         "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=true",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"],
         env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dashboard}"
@@ -83,6 +83,16 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        _forget_cluster_address(f"127.0.0.1:{port}")
+
+
+def _forget_cluster_address(address: str) -> None:
+    """`ray start` records its address for later `ray.init()` calls; drop it once that head is gone."""
+    from ray._common.utils import get_ray_address_file
+
+    record = Path(get_ray_address_file(None))
+    if record.exists() and record.read_text().strip() == address:
+        record.unlink()
 
 
 def test_ray_job_submit_runs_the_chain(ray_head: tuple[str, dict[str, str]], fake_data_root: Path,
