@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import os
@@ -122,7 +123,7 @@ class _Fit(threading.Thread):
 
 def _scholar_of(payload: dict[str, Any]) -> Scholar:
     scholar = scholar_from_spec(payload["spec"])
-    scholar.load_state_dict(payload["state"])
+    scholar.load_state_dict(torch.load(io.BytesIO(payload["weights"]), weights_only=True))
     return scholar.eval()
 
 
