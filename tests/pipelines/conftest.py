@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -35,7 +36,10 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield tmp_path
     import mlflow
 
-    mlflow.set_tracking_uri(None)  # the registry exported the test's store: forget it
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI into os.environ, and monkeypatch does not undo
+    # a variable it found absent: forget the test's store so later tests and their subprocesses do not.
+    mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def chain_args(data_root: Path, workdir: Path, *extra: str) -> list[str]:

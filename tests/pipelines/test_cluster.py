@@ -33,7 +33,7 @@ def test_artifacts_and_ray_checkpoints_land_on_s3(
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # pyarrow (Ray storage) reads this one
         monkeypatch.setenv("DGR_ARTIFACT_LOCATION", "s3://dgr/mlflow")
-        ray.init(num_cpus=2, configure_logging=False)
+        ray.init(address="local", num_cpus=2, configure_logging=False)
         try:
             args = chain_args(fake_data_root, workdir, "stream.num_tasks=2", "pipeline.storage_path=s3://dgr/ray")
             assert main(args) == 0
@@ -58,7 +58,8 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """`ray start --head --block` on loopback in its own process group, stopped by this test only."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("RAY_ADDRESS", None)
+    for key in [k for k in env if k == "RAY_ADDRESS" or k.startswith(("MLFLOW_", "DGR_"))]:
+        env.pop(key)  # the job uses the embedded default in its --workdir, nothing inherited
     dashboard, port = _free_port(), _free_port()
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus=2",

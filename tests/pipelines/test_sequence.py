@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 def ray_session() -> Iterator[None]:
     import ray
 
-    ray.init(num_cpus=2, configure_logging=False)
+    ray.init(address="local", num_cpus=2, configure_logging=False)
     yield
     ray.shutdown()
 
