@@ -24,6 +24,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python infra/mlflow_server.py` from a checkout
+from infra.ports import bindable_port  # noqa: E402
 
 # SQLAlchemy dialects may carry a driver: postgresql+psycopg2://, mysql+pymysql://.
 BACKEND_SCHEMES = ("sqlite", "postgresql", "mysql", "file")
@@ -63,14 +65,10 @@ def _prepare_local_paths(backend_store_uri: str, artifacts_destination: str) -> 
 
 def _bind_port(host: str, port: int) -> int:
     """Check that `port` can be bound on `host` (0: find a free one); return the port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # Like the servers themselves: a port held only by closed connections (TIME_WAIT) is free.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as err:
-            raise ServerError(f"cannot bind {host}:{port} ({err.strerror})") from None
-        return probe.getsockname()[1]
+    try:
+        return bindable_port(host, port)
+    except OSError as err:
+        raise ServerError(str(err)) from None
 
 
 def _client_host(host: str) -> str:

@@ -8,12 +8,14 @@ starts it, creates the bucket, prints the environment to export, and serves unti
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
+from pathlib import Path
 import threading
 
 import boto3
 from moto.server import ThreadedMotoServer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python infra/s3_endpoint.py` from a checkout
+from infra.ports import bindable_port  # noqa: E402
 
 HOST = "127.0.0.1"
 # moto accepts any credentials; clients still need some to sign requests.
@@ -26,15 +28,8 @@ CREDENTIALS = {
 
 def _check_port_free(port: int) -> None:
     """Raise OSError if `port` is taken: moto's server would otherwise hang in `start()`."""
-    if port == 0:
-        return
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # Like the servers themselves: a port held only by closed connections (TIME_WAIT) is free.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((HOST, port))
-        except OSError as err:
-            raise OSError(f"port {port} on {HOST} is not free ({err.strerror})") from None
+    if port != 0:
+        bindable_port(HOST, port)
 
 
 def start_s3_endpoint(port: int = 0) -> tuple[ThreadedMotoServer, str]:
