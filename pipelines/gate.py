@@ -20,6 +20,7 @@ class TaskGate:
         self._next = first_task  # first task not registered yet
         self._trained: dict[int, asyncio.Future] = {}
         self._registered: dict[int, asyncio.Future] = {}
+        self._aborted = False
 
     def _future(self, table: dict[int, asyncio.Future], task: int) -> asyncio.Future:
         if task not in table:
@@ -47,9 +48,12 @@ class TaskGate:
 
     async def wait_registered(self, task: int) -> str:
         """The version registered for `task`, or "" once the driver gave up on the chain."""
+        if self._aborted:  # a worker that asks after the abort must not wait forever
+            return ""
         return await self._future(self._registered, task)
 
     async def abort(self) -> None:
+        self._aborted = True
         for future in self._registered.values():
             if not future.done():
                 future.set_result("")

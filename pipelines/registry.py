@@ -202,13 +202,24 @@ def finish_run(run_id: str, artifacts: dict[str, Path] | None = None, tags: dict
         client.set_terminated(run_id, "FINISHED")
 
 
-def finish_chain_run(run_id: str, average_accuracy: float | None = None) -> None:
-    """Log the chain's final average accuracy and mark its run FINISHED; a resume logs into it again."""
+def finish_chain_run(run_id: str, average_accuracy: float | None = None, status: str = "FINISHED") -> None:
+    """Log the chain's final average accuracy and end its run (FINISHED, or KILLED / FAILED for a chain
+    that stopped early); a resume logs into it again."""
     client = MlflowClient()
-    with _step(f"finishing chain run {run_id}"):
+    with _step(f"ending chain run {run_id}"):
         if average_accuracy is not None:
             client.log_metric(run_id, "average_accuracy", float(average_accuracy))
-        client.set_terminated(run_id, "FINISHED")
+        client.set_terminated(run_id, status)
+
+
+def close_open_chain_run(experiment_id: str, chain: str, status: str, average_accuracy: float | None = None) -> None:
+    """End `chain`'s run as `finish_chain_run` would if it is still RUNNING (its process was ended first)."""
+    client = MlflowClient()
+    with _step(f"closing chain run of {_checked(chain)}"):
+        open_runs = client.search_runs([experiment_id], filter_string=f"tags.`dgr.chain` = '{chain}' and "
+                                       "attributes.status = 'RUNNING'")
+    for run in open_runs:
+        finish_chain_run(run.info.run_id, average_accuracy, status)
 
 
 def log_task(parent_run_id: str, experiment_id: str, chain: str, config_hash: str, task: TaskInfo,

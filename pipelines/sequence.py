@@ -156,9 +156,15 @@ def _register_task(ctx: dict[str, Any], task: Task, scholar: Scholar, metrics: d
 TaskHook = Callable[[int, Matrix], None]
 
 
+class ChainStopped(Exception):
+    """Raised by an `on_task` hook to end the chain after that task (a sweep's early stop): the workers
+    are released, the chain run is marked KILLED, and `run_chain` raises it on."""
+
+
 def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir: Path, restart: bool = False,
               parent_run: str | None = None, on_task: TaskHook | None = None) -> ChainResult:
-    """Train every task not yet registered; `on_task(k, matrix)` runs after task k is registered."""
+    """Train every task not yet registered; `on_task(k, matrix)` runs after task k is registered, while
+    the workers wait for task k's release."""
     start = time.perf_counter()
     tasks = build_stream(config.stream, data_root, config.run.seed)  # bad data fails before Ray starts
     tracking_uri = registry.configure_tracking(workdir)
@@ -178,8 +184,12 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
     if len(done) < len(tasks):
         ctx = {"config": config, "tasks": tasks, "chain": chain, "hash": digest,
                "experiment": experiment, "parent_run": chain_run, "on_task": on_task}
-        train_seconds, register_seconds = _train_remaining(ctx, pipeline, data_root, workdir, tracking_uri,
-                                                           len(done), matrix, versions)
+        try:
+            train_seconds, register_seconds = _train_remaining(ctx, pipeline, data_root, workdir, tracking_uri,
+                                                               len(done), matrix, versions)
+        except BaseException as exc:
+            registry.finish_chain_run(chain_run, status="KILLED" if isinstance(exc, ChainStopped) else "FAILED")
+            raise
     registry.finish_chain_run(chain_run, average_accuracy(matrix))
     return ChainResult(chain, matrix, versions, time.perf_counter() - start, train_seconds, register_seconds)
 
@@ -225,9 +235,9 @@ def _train_remaining(ctx: dict[str, Any], pipeline: PipelineConfig, data_root: P
             version = _register_task(ctx, task, _scholar_of(payload), metrics, matrix, versions)
             register_seconds.append(time.perf_counter() - registering)
             versions.append(version)
-            ray.get(gate.registered.remote(task.index, version))
             if ctx["on_task"] is not None:
-                ctx["on_task"](task.index, matrix)
+                ctx["on_task"](task.index, matrix)  # may raise ChainStopped: the workers are still waiting
+            ray.get(gate.registered.remote(task.index, version))
     except BaseException:
         ray.get(gate.abort.remote())
         fit.join(timeout=60)

@@ -2,9 +2,10 @@
 
     python pipelines/sweep.py --config configs/split_mnist.yaml --samples N [--data-root DIR] [--set k=v ...]
 
-Each trial is a Tune function trainable that runs a whole task chain (`pipelines.sequence.run_chain`,
-itself a Ray Train `TorchTrainer`: the current Train V2 + Tune pattern) and reports after every task its
-average accuracy so far, so ASHA stops hopeless trials after the first tasks. The objective is the final
+Each trial (`pipelines.trial.ChainTrial`) runs a whole task chain (`pipelines.sequence.run_chain`, whose
+Ray Train `TorchTrainer` runs inside the trial: the Train V2 + Tune pattern, not Trainer-in-Tuner) and
+reports after every task its average accuracy so far, so ASHA stops hopeless trials after the first
+tasks; a stopped trial ends its chain and its worker group before it goes. The objective is the final
 average accuracy. Trials hold (almost) no CPU themselves so their Train workers can run on a 2-core
 machine. One MLflow run for the sweep; each trial's chain run nests under it; the best trial's final
 scholar gets the alias `best`. Rerunning the same sweep restores it with Tune (finished trials stay).
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from dataclasses import replace
@@ -26,32 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dgr.checkpoint import CheckpointError  # noqa: E402
 from dgr.config import Config, ConfigError, config_hash, flatten, from_flat  # noqa: E402
 from dgr.datasets import DatasetError, resolve_data_root  # noqa: E402
-from dgr.evaluation import Matrix, forgetting  # noqa: E402
 from pipelines import figures, registry  # noqa: E402
 from pipelines.search_space import SweepSpec, parse_sweep  # noqa: E402
-from pipelines.sequence import EXPERIMENT, _ray_init_args, run_chain  # noqa: E402
+from pipelines.sequence import EXPERIMENT, _ray_init_args  # noqa: E402
 from pipelines.settings import DEFAULT_CONFIG, PipelineConfig, load_settings, read_yaml  # noqa: E402
 
 TRIAL_CPU = 0.01  # a trial's own driver; measured here: a trial holding a CPU starves its own workers
 WORKER_CPU = 0.99
-
-
-def trial(params: dict[str, Any], base: dict[str, Any], pipeline: dict[str, Any], data_root: str,
-          workdir: str, sweep: str, sweep_run: str) -> None:
-    """One Tune trial: a whole chain with `params` over `base`, reporting after each task."""
-    from ray import tune
-
-    config = from_flat({**base, **params})
-    name = f"{sweep}-{tune.get_context().get_trial_id()}"
-    settings = PipelineConfig(**{**pipeline, "name": name})
-
-    def report(task: int, matrix: Matrix) -> None:
-        row = [a for a in matrix[-1] if a is not None]
-        tune.report({"tasks": task + 1, "average_accuracy": statistics.fmean(row),
-                     "forgetting": statistics.fmean(forgetting(matrix)) if task else 0.0,
-                     "registered_model": name})
-
-    run_chain(config, settings, Path(data_root), Path(workdir), parent_run=sweep_run, on_task=report)
 
 
 def _tuner(spec: SweepSpec, config: Config, pipeline: PipelineConfig, data_root: Path, workdir: Path,
@@ -59,8 +40,10 @@ def _tuner(spec: SweepSpec, config: Config, pipeline: PipelineConfig, data_root:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from pipelines.trial import ChainTrial
+
     trainable = tune.with_resources(
-        tune.with_parameters(trial, base=flatten(config), pipeline=vars(pipeline), data_root=str(data_root),
+        tune.with_parameters(ChainTrial, base=flatten(config), pipeline=vars(pipeline), data_root=str(data_root),
                              workdir=str(workdir), sweep=sweep, sweep_run=sweep_run),
         {"cpu": TRIAL_CPU})
     path = Path(storage) / sweep
@@ -115,6 +98,9 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
             rows.append({"trial": result.metrics["trial_id"], **params, **{m: result.metrics[m] for m in
                          ("tasks", "average_accuracy", "forgetting", "registered_model")},
                          "finished": result.metrics["tasks"] == num_tasks})
+    for r in rows:  # Tune ends the last trials' actors without waiting for their chains to close their runs
+        registry.close_open_chain_run(experiment, r["registered_model"], *(("FINISHED", r["average_accuracy"])
+                                      if r["finished"] else ("KILLED", None)))
     finished = [r for r in rows if r["finished"]]
     if not finished:
         raise RuntimeError(f"sweep {sweep}: no trial finished all {num_tasks} tasks")
