@@ -14,12 +14,16 @@ scholar gets the alias `best`. Rerunning the same sweep restores it with Tune (f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -31,8 +35,35 @@ from pipelines.search_space import SweepSpec, parse_sweep  # noqa: E402
 from pipelines.sequence import EXPERIMENT, _ray_init_args  # noqa: E402
 from pipelines.settings import DEFAULT_CONFIG, PipelineConfig, load_settings, read_yaml  # noqa: E402
 
+class SweepInterrupted(Exception):
+    """Tune stopped on a signal before every trial ended; its saved state lets a rerun resume it."""
+
+
 TRIAL_CPU = 0.01  # a trial's own driver; measured here: a trial holding a CPU starves its own workers
 WORKER_CPU = 0.99
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[threading.Event]:
+    """Ctrl-C ends the sweep through Tune's own SIGUSR1 path (experiment state saved, trials stopped, so
+    `Tuner.restore` resumes it) and is remembered: after an interrupt Tune's results look like those of
+    a finished sweep whose running trials had stopped."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted  # signals reach the main thread only; Tune then catches none either
+        return
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        interrupted.set()
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
 
 
 def _tuner(spec: SweepSpec, config: Config, pipeline: PipelineConfig, data_root: Path, workdir: Path,
@@ -89,7 +120,10 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
         ray.init(**_ray_init_args())
     storage = pipeline.storage_path or str((workdir / "ray_results").resolve())
     pipeline = replace(pipeline, worker_cpus=WORKER_CPU)
-    results = _tuner(spec, config, pipeline, data_root, workdir, sweep, sweep_run, num_tasks, storage).fit()
+    with _interruptible() as interrupted:
+        results = _tuner(spec, config, pipeline, data_root, workdir, sweep, sweep_run, num_tasks, storage).fit()
+    if interrupted.is_set():
+        raise SweepInterrupted(f"sweep {sweep} interrupted; rerun with --name {sweep} to resume it")
     keys = list(spec.space)
     rows = []
     for result in results:
@@ -144,6 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DatasetError, CheckpointError, registry.RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SweepInterrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:  # e.g. every trial failed; Tune's log above has the trials' tracebacks
+        print(f"error: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+        return 1
     print(summary["table"])
     print(f"best: trial {summary['best']['trial']} -> {summary['best_model_uri']}")
     if args.json is not None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -58,26 +61,31 @@ def test_cli_reports_a_bad_space_in_one_line(tmp_path: Path, capsys: pytest.Capt
     assert err[-1].startswith("error: sweep.space.replay.ratio")
 
 
-@pytest.mark.ray
-@pytest.mark.mlflow
-@pytest.mark.slow
-def test_sweep_stops_hopeless_trials_and_aliases_the_best(fake_data_root: Path, workdir: Path) -> None:
+def _sweep(data_root: Path, workdir: Path, workers: int) -> list[str]:
+    """`python pipelines/sweep.py ...` on the tiny stream: 4 trials, one at a time, two good and two hopeless
+    learning rates in that order so ASHA compares them in order."""
     config = workdir / "sweep.yaml"
-    # Two good and two hopeless learning rates, one trial at a time so ASHA compares them in order.
     config.write_text("sweep:\n  samples: 1\n  max_concurrent: 1\n  grace_period: 1\n  reduction_factor: 2\n"
                       "  space:\n    solver.lr: {grid: [0.01, 1.0e-7, 0.003, 1.0e-7]}\n")
-    args = ["--config", str(config), "--data-root", str(fake_data_root), "--workdir", str(workdir),
-            "--name", "tiny-sweep", "--json", str(workdir / "sweep.json")]
-    # Two workers of 0.99 CPU per trial on a 2-CPU Ray: a trial that kept its workers' placement group
-    # after ASHA stopped it would leave the next trial waiting forever (the sweep then runs into the
-    # timeout below instead of finishing).
-    for item in [*TINY_CHAIN, "stream.num_tasks=2", "pipeline.num_workers=2", "replay.arm=none"]:
+    args = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "--config", str(config), "--data-root",
+            str(data_root), "--workdir", str(workdir), "--name", "tiny-sweep", "--json", str(workdir / "sweep.json")]
+    for item in [*TINY_CHAIN, "stream.num_tasks=2", f"pipeline.num_workers={workers}", "replay.arm=none"]:
         if not item.startswith("pipeline.name"):
             args += ["--set", item]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "MLFLOW_"))}
-    done = subprocess.run([sys.executable, str(REPO / "pipelines" / "sweep.py"), *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    return args
+
+
+def _env() -> dict[str, str]:
+    """Its own local Ray and the embedded MLflow store of its workdir."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "MLFLOW_"))}
+
+
+def _client(workdir: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def _check_sweep(workdir: Path, stdout: str) -> list[dict]:
+    """The summary, the `best` alias, one nested chain run per trial, each ended as its trial ended."""
     summary = json.loads((workdir / "sweep.json").read_text())
     trials = summary["trials"]
     assert len(trials) == 4
@@ -86,8 +94,8 @@ def test_sweep_stops_hopeless_trials_and_aliases_the_best(fake_data_root: Path, 
     best = summary["best"]
     assert best["finished"] and best["average_accuracy"] == max(t["average_accuracy"] for t in trials
                                                                 if t["finished"])
-    assert f"best: trial {best['trial']}" in done.stdout
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    assert f"best: trial {best['trial']}" in stdout
+    client = _client(workdir)
     aliased = client.get_model_version_by_alias(best["registered_model"], "best")
     assert str(aliased.version) == str(client.get_model_version_by_alias(best["registered_model"], "task-1").version)
     sweep_runs = client.search_runs([client.get_experiment_by_name("dgr").experiment_id],
@@ -97,6 +105,58 @@ def test_sweep_stops_hopeless_trials_and_aliases_the_best(fake_data_root: Path, 
                                 filter_string=f"tags.`mlflow.parentRunId` = '{sweep_runs[0].info.run_id}'")
     status = {run.data.tags["dgr.chain"]: run.info.status for run in nested}
     assert status == {t["registered_model"]: "FINISHED" if t["finished"] else "KILLED" for t in trials}
-    for t in stopped:  # a stopped trial registered its first task only
-        assert client.get_model_version_by_alias(t["registered_model"], "task-0")
-        assert client.get_registered_model(t["registered_model"]).aliases.keys() == {"task-0"}
+    for t in trials:  # one version per task the trial learned: nothing registered twice
+        versions = client.search_model_versions(f"name = '{t['registered_model']}'")
+        assert len(versions) == t["tasks"]
+        assert set(client.get_registered_model(t["registered_model"]).aliases) >= {f"task-{k}" for k in
+                                                                                    range(t["tasks"])}
+    return trials
+
+
+@pytest.mark.ray
+@pytest.mark.mlflow
+@pytest.mark.slow
+def test_sweep_stops_hopeless_trials_and_aliases_the_best(fake_data_root: Path, workdir: Path) -> None:
+    # Two workers of 0.99 CPU per trial on a 2-CPU Ray: a trial that kept its workers' placement group
+    # after ASHA stopped it would leave the next trial waiting forever (the sweep then runs into the
+    # timeout instead of finishing).
+    done = subprocess.run(_sweep(fake_data_root, workdir, workers=2), cwd=workdir, env=_env(),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check_sweep(workdir, done.stdout)
+
+
+@pytest.mark.ray
+@pytest.mark.mlflow
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_where_it_stopped(fake_data_root: Path, workdir: Path) -> None:
+    args = _sweep(fake_data_root, workdir, workers=1)
+    err_file = workdir / "interrupted.err"
+    with err_file.open("w") as err_stream:
+        sweep = subprocess.Popen(args, cwd=workdir, env=_env(), stdout=subprocess.PIPE, stderr=err_stream, text=True)
+    first_chain_done = threading.Event()
+
+    def read_stdout() -> None:  # the trials' lines reach the sweep's stdout through Ray
+        for line in sweep.stdout:
+            if re.search(r"registered tiny-sweep-\S+ version \d+ \(alias task-1\)", line):
+                first_chain_done.set()
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
+    reader.start()
+    first_chain_done.wait(timeout=600)
+    sweep.send_signal(signal.SIGINT)  # Ctrl-C once the first trial finished its chain
+    sweep.wait(timeout=300)
+    reader.join(timeout=10)
+    err = err_file.read_text()
+    assert sweep.returncode == 130, err[-3000:]
+    # Ray's own log lines may follow it on stderr.
+    assert "error: sweep tiny-sweep interrupted; rerun with --name tiny-sweep to resume it" in err.splitlines()
+    first = [m.name for m in _client(workdir).search_registered_models("name LIKE 'tiny-sweep-%'")
+             if "task-1" in m.aliases]
+
+    done = subprocess.run(args, cwd=workdir, env=_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "restoring sweep tiny-sweep" in done.stdout
+    trials = _check_sweep(workdir, done.stdout)
+    # The trial that had finished was not run again: its chain still has one version per task.
+    assert first and {t["registered_model"] for t in trials} >= set(first)
