@@ -58,8 +58,9 @@ def default_data_root() -> Path:
 
 
 def resolve_data_root(root: PathArg) -> Path:
-    """``root`` if given, else :func:`default_data_root`."""
-    return Path(root).expanduser() if root is not None else default_data_root()
+    """``root`` if given, else :func:`default_data_root`, as an absolute path: it is handed to processes
+    that run in other directories (Ray Train workers, Tune trials)."""
+    return (Path(root).expanduser() if root is not None else default_data_root()).absolute()
 
 
 def _check_split(split: str) -> None:

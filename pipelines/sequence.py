@@ -166,6 +166,7 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
     """Train every task not yet registered; `on_task(k, matrix)` runs after task k is registered, while
     the workers wait for task k's release."""
     start = time.perf_counter()
+    data_root, workdir = data_root.absolute(), workdir.absolute()  # workers and trials run elsewhere
     tasks = build_stream(config.stream, data_root, config.run.seed)  # bad data fails before Ray starts
     tracking_uri = registry.configure_tracking(workdir)
     experiment = registry.ensure_experiment(EXPERIMENT, workdir)

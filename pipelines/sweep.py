@@ -110,6 +110,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
 
     from dgr.streams import build_stream
 
+    data_root, workdir = data_root.absolute(), workdir.absolute()  # trials run in their own directories
     num_tasks = len(build_stream(config.stream, data_root, config.run.seed))  # bad data fails here
     registry.configure_tracking(workdir)
     experiment = registry.ensure_experiment(EXPERIMENT, workdir)

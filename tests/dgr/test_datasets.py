@@ -87,6 +87,7 @@ def test_default_data_root_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert ds.default_data_root() == tmp_path
     assert ds.resolve_data_root(None) == tmp_path
     assert ds.resolve_data_root("/elsewhere") == Path("/elsewhere")
+    assert ds.resolve_data_root("rel/data") == Path.cwd() / "rel" / "data"  # absolute: workers run elsewhere
 
 
 def test_loader_uses_env_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

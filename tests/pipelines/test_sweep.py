@@ -62,13 +62,14 @@ def test_cli_reports_a_bad_space_in_one_line(tmp_path: Path, capsys: pytest.Capt
 
 
 def _sweep(data_root: Path, workdir: Path, workers: int) -> list[str]:
-    """`python pipelines/sweep.py ...` on the tiny stream: 4 trials, one at a time, two good and two hopeless
+    """`python pipelines/sweep.py ...` (run it in `workdir`) on the tiny stream: 4 trials, one at a time, two good and two hopeless
     learning rates in that order so ASHA compares them in order."""
     config = workdir / "sweep.yaml"
     config.write_text("sweep:\n  samples: 1\n  max_concurrent: 1\n  grace_period: 1\n  reduction_factor: 2\n"
                       "  space:\n    solver.lr: {grid: [0.01, 1.0e-7, 0.003, 1.0e-7]}\n")
-    args = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "--config", str(config), "--data-root",
-            str(data_root), "--workdir", str(workdir), "--name", "tiny-sweep", "--json", str(workdir / "sweep.json")]
+    # Paths relative to the sweep's working directory, as a user types them: trials run elsewhere.
+    args = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "--config", "sweep.yaml", "--data-root",
+            os.path.relpath(data_root, workdir), "--workdir", ".", "--name", "tiny-sweep", "--json", "sweep.json"]
     for item in [*TINY_CHAIN, "stream.num_tasks=2", f"pipeline.num_workers={workers}", "replay.arm=none"]:
         if not item.startswith("pipeline.name"):
             args += ["--set", item]
