@@ -42,24 +42,33 @@ class ChainTrial(tune.Trainable):
         self._decisions: queue.Queue[str] = queue.Queue()
         self._reported = False  # after a result the chain waits for a decision
         self._finished = False
+        self._last_reported = False  # the chain's thread reported its last task
 
         def chain() -> None:
             try:
-                run_chain(chain_config, settings, Path(data_root), Path(workdir), parent_run=sweep_run,
-                          on_task=self._on_task)
+                done = run_chain(chain_config, settings, Path(data_root), Path(workdir), parent_run=sweep_run,
+                                 on_task=self._on_task)
             except ChainStopped:
-                pass
+                return
             except BaseException as exc:  # re-raised by `step`: Tune marks the trial errored
                 self._results.put(exc)
+                return
+            if not self._last_reported:  # a restored trial whose chain had registered every task already
+                self._results.put(self._metrics(len(done.accuracy_matrix) - 1, done.accuracy_matrix))
 
         self._thread = threading.Thread(target=chain, name=f"chain-{self.chain}", daemon=True)
         self._thread.start()
 
-    def _on_task(self, task: int, matrix: Matrix) -> None:
+    def _metrics(self, task: int, matrix: Matrix) -> dict[str, Any]:
         row = [a for a in matrix[-1] if a is not None]
-        self._results.put({"tasks": task + 1, "average_accuracy": statistics.fmean(row),
-                           "forgetting": statistics.fmean(forgetting(matrix)) if task else 0.0,
-                           "registered_model": self.chain, "done": task + 1 == len(matrix[-1])})
+        return {"tasks": task + 1, "average_accuracy": statistics.fmean(row),
+                "forgetting": statistics.fmean(forgetting(matrix)) if task else 0.0,
+                "registered_model": self.chain, "done": task + 1 == len(matrix[-1])}
+
+    def _on_task(self, task: int, matrix: Matrix) -> None:
+        metrics = self._metrics(task, matrix)
+        self._last_reported = metrics["done"]
+        self._results.put(metrics)
         if self._decisions.get() == _STOP:
             raise ChainStopped(f"{self.chain}: stopped by the scheduler after task {task}")
 
