@@ -34,7 +34,7 @@ class SweepSpec:
     space: dict[str, dict[str, list[Any]]] = field(default_factory=lambda: dict(DEFAULT_SPACE))
     grace_period: int = 1  # tasks a trial always gets before ASHA may stop it
     reduction_factor: int = 2
-    max_concurrent: int = 0  # 0: as many as the cluster's CPUs allow
+    max_concurrent: int = 0  # 0: as many as the cluster's CPUs (and GPUs) can give workers at once
 
     def tune_space(self) -> dict[str, Any]:
         from ray import tune

@@ -32,7 +32,7 @@ from dgr.config import Config, ConfigError, config_hash, flatten, from_flat  # n
 from dgr.datasets import DatasetError, resolve_data_root  # noqa: E402
 from pipelines import figures, registry  # noqa: E402
 from pipelines.search_space import SweepSpec, parse_sweep  # noqa: E402
-from pipelines.sequence import EXPERIMENT, _ray_init_args  # noqa: E402
+from pipelines.sequence import EXPERIMENT, _ray_init_args, _use_gpu  # noqa: E402
 from pipelines.settings import DEFAULT_CONFIG, PipelineConfig, load_settings, read_yaml  # noqa: E402
 
 class SweepInterrupted(Exception):
@@ -66,8 +66,17 @@ def _interruptible() -> Iterator[threading.Event]:
         os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
 
 
+def trial_slots(resources: dict[str, float], num_workers: int, use_gpu: bool) -> int:
+    """How many trials' worker groups fit in the cluster at once (at least 1). More trials would start
+    anyway (a trial holds only 0.01 CPU) and wait inside their TorchTrainer, each a process holding memory."""
+    slots = resources.get("CPU", 0.0) // (num_workers * WORKER_CPU)
+    if use_gpu:
+        slots = min(slots, resources.get("GPU", 0.0) // num_workers)
+    return max(1, int(slots))
+
+
 def _tuner(spec: SweepSpec, config: Config, pipeline: PipelineConfig, data_root: Path, workdir: Path,
-           sweep: str, sweep_run: str, num_tasks: int, storage: str):
+           sweep: str, sweep_run: str, num_tasks: int, storage: str, concurrent: int):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -87,7 +96,7 @@ def _tuner(spec: SweepSpec, config: Config, pipeline: PipelineConfig, data_root:
         trainable,
         param_space=spec.tune_space(),
         tune_config=tune.TuneConfig(metric="average_accuracy", mode="max", scheduler=scheduler,
-                                    num_samples=spec.samples, max_concurrent_trials=spec.max_concurrent or None),
+                                    num_samples=spec.samples, max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(name=sweep, storage_path=storage),
     )
 
@@ -121,8 +130,11 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
         ray.init(**_ray_init_args())
     storage = pipeline.storage_path or str((workdir / "ray_results").resolve())
     pipeline = replace(pipeline, worker_cpus=WORKER_CPU)
+    concurrent = spec.max_concurrent or trial_slots(ray.cluster_resources(), pipeline.num_workers, _use_gpu(pipeline))
+    print(f"sweep {sweep}: up to {concurrent} trial(s) at a time", flush=True)
     with _interruptible() as interrupted:
-        results = _tuner(spec, config, pipeline, data_root, workdir, sweep, sweep_run, num_tasks, storage).fit()
+        results = _tuner(spec, config, pipeline, data_root, workdir, sweep, sweep_run, num_tasks, storage,
+                         concurrent).fit()
     if interrupted.is_set():
         raise SweepInterrupted(f"sweep {sweep} interrupted; rerun with --name {sweep} to resume it")
     keys = list(spec.space)

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from dgr.config import ConfigError
 from pipelines.search_space import parse_sweep
 from pipelines.settings import load_settings
-from pipelines.sweep import main
+from pipelines.sweep import main, trial_slots
 from tests.conftest import REPO
 from tests.pipelines.conftest import TINY_CHAIN
 
@@ -59,6 +59,14 @@ def test_cli_reports_a_bad_space_in_one_line(tmp_path: Path, capsys: pytest.Capt
     assert main(["--config", str(config), "--workdir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: sweep.space.replay.ratio")
+
+
+def test_trial_slots_count_whole_worker_groups() -> None:
+    assert trial_slots({"CPU": 2.0}, num_workers=1, use_gpu=False) == 2
+    assert trial_slots({"CPU": 2.0}, num_workers=2, use_gpu=False) == 1
+    assert trial_slots({"CPU": 1.0}, num_workers=4, use_gpu=False) == 1  # never 0: one trial waits for workers
+    assert trial_slots({"CPU": 64.0, "GPU": 4.0}, num_workers=2, use_gpu=True) == 2
+    assert trial_slots({"CPU": 64.0, "GPU": 4.0}, num_workers=2, use_gpu=False) == 32
 
 
 def _sweep(data_root: Path, workdir: Path, workers: int) -> list[str]:
