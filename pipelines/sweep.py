@@ -101,16 +101,29 @@ def _tuner(spec: SweepSpec, config: Config, pipeline: PipelineConfig, data_root:
     )
 
 
-def summarize(rows: list[dict[str, Any]], keys: list[str]) -> str:
-    """Markdown table of trials, best final average accuracy first; stopped trials after finished ones."""
+def summarize(rows: list[dict[str, Any]], keys: list[str], grace: int) -> str:
+    """Markdown table of trials, best final average accuracy first; stopped trials after finished ones.
+
+    Every trial learns `grace` tasks before ASHA may stop it, so the accuracy after them compares all trials.
+    """
     rows = sorted(rows, key=lambda r: (r["finished"], r["average_accuracy"]), reverse=True)
-    lines = ["| trial | " + " | ".join(keys) + " | tasks | avg. accuracy | forgetting | status |",
-             "|" + "---|" * (len(keys) + 5)]
+    lines = ["| trial | " + " | ".join(keys) + f" | after {grace} tasks | tasks | avg. accuracy | forgetting | status |",
+             "|" + "---|" * (len(keys) + 6)]
     for r in rows:
         status = "finished" if r["finished"] else f"stopped after task {r['tasks'] - 1}"
-        lines.append(f"| {r['trial']} | " + " | ".join(str(r[k]) for k in keys) +
-                     f" | {r['tasks']} | {100 * r['average_accuracy']:.2f} % | {100 * r['forgetting']:.2f} | {status} |")
+        early = "-" if r["graced_accuracy"] is None else f"{100 * r['graced_accuracy']:.2f} %"
+        lines.append(f"| {r['trial']} | " + " | ".join(str(r[k]) for k in keys) + f" | {early} | {r['tasks']} | "
+                     f"{100 * r['average_accuracy']:.2f} % | {100 * r['forgetting']:.2f} | {status} |")
     return "\n".join(lines)
+
+
+def _graced_accuracy(result: Any, grace: int) -> float | None:
+    """The trial's average accuracy after `grace` tasks, from its reported history."""
+    history = result.metrics_dataframe
+    if history is None or "tasks" not in history:
+        return None
+    early = history.loc[history["tasks"] == grace, "average_accuracy"]
+    return float(early.iloc[-1]) if len(early) else None
 
 
 def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_root: Path, workdir: Path,
@@ -144,6 +157,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
             params = {k: result.config[k] for k in keys}
             rows.append({"trial": result.metrics["trial_id"], **params, **{m: result.metrics[m] for m in
                          ("tasks", "average_accuracy", "forgetting", "registered_model")},
+                         "graced_accuracy": _graced_accuracy(result, spec.grace_period),
                          "finished": result.metrics["tasks"] == num_tasks})
     for r in rows:  # Tune ends the last trials' actors without waiting for their chains to close their runs
         registry.close_open_chain_run(experiment, r["registered_model"], *(("FINISHED", r["average_accuracy"])
@@ -155,7 +169,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
     best_task = registry.chain_tasks(best["registered_model"], config_hash(from_flat({**flatten(config),
                                                                               **{k: best[k] for k in keys}})))
     registry.set_alias(best["registered_model"], "best", best_task[-1].version)
-    table = summarize(rows, keys)
+    table = summarize(rows, keys, spec.grace_period)
     with tempfile.TemporaryDirectory() as folder:
         files = {"sweep_summary.md": Path(folder) / "sweep_summary.md",
                  "sweep_trials.json": Path(folder) / "sweep_trials.json"}

@@ -104,6 +104,7 @@ def _check_sweep(workdir: Path, stdout: str) -> list[dict]:
     assert best["finished"] and best["average_accuracy"] == max(t["average_accuracy"] for t in trials
                                                                 if t["finished"])
     assert f"best: trial {best['trial']}" in stdout
+    assert all(t["graced_accuracy"] is not None for t in trials)  # every trial learned the grace period
     client = _client(workdir)
     aliased = client.get_model_version_by_alias(best["registered_model"], "best")
     assert str(aliased.version) == str(client.get_model_version_by_alias(best["registered_model"], "task-1").version)
