@@ -82,3 +82,17 @@ def test_a_killed_worker_is_retried_and_each_task_still_yields_one_version(
     assert marker.exists()  # rank 1 really died during task 1
     assert _numbers(_versions()) == ["1", "2", "3"]
     assert [v.tags["task"] for v in _versions()] == ["0", "1", "2"]
+
+
+def test_a_chain_whose_workers_keep_dying_fails_and_marks_its_run_failed(
+        ray_session: None, fake_data_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("DGR_FAULT_INJECTION", f"1:10:{workdir / 'killed'}")
+    assert main(chain_args(fake_data_root, workdir, "pipeline.max_failures=0")) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: Ray Train stopped before task 1")
+    assert _numbers(_versions()) == ["1"]  # task 0 only: nothing of task 1 was registered
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("dgr").experiment_id],
+                              filter_string="tags.`dgr.chain` = 'tiny-chain'")
+    chain_runs = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]  # not its task runs
+    assert [run.info.status for run in chain_runs] == ["FAILED"]
