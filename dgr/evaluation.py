@@ -53,6 +53,12 @@ def forgetting(matrix: Matrix) -> list[float]:
     return [max(matrix[i][j] for i in range(j, last)) - matrix[last][j] for j in range(last)]
 
 
+def mean_forgetting(matrix: Matrix) -> float:
+    """Mean of `forgetting` over the earlier tasks; 0 after the first task."""
+    per_task = forgetting(matrix)
+    return sum(per_task) / len(per_task) if per_task else 0.0
+
+
 def backward_transfer(matrix: Matrix) -> float:
     """Mean over earlier tasks of final accuracy minus accuracy just after learning it (Lopez-Paz 2017)."""
     last = len(matrix) - 1

@@ -32,7 +32,8 @@ import torch  # noqa: E402
 from dgr.checkpoint import CheckpointError, save_scholar  # noqa: E402
 from dgr.config import Config, ConfigError, config_hash, flatten  # noqa: E402
 from dgr.datasets import DatasetError, resolve_data_root  # noqa: E402
-from dgr.evaluation import Matrix, average_accuracy, backward_transfer, evaluate, forgetting, matrix_row  # noqa: E402
+from dgr.evaluation import (Matrix, average_accuracy, backward_transfer, evaluate, forgetting,  # noqa: E402
+                            matrix_row, mean_forgetting)
 from dgr.scenario import Scenario  # noqa: E402
 from dgr.scholar import Scholar, scholar_from_spec  # noqa: E402
 from dgr.streams import Task, build_stream  # noqa: E402
@@ -236,6 +237,8 @@ def _train_remaining(ctx: dict[str, Any], pipeline: PipelineConfig, data_root: P
             version = _register_task(ctx, task, _scholar_of(payload), metrics, matrix, versions)
             register_seconds.append(time.perf_counter() - registering)
             versions.append(version)
+            registry.log_metrics(ctx["parent_run"], {"average_accuracy_so_far": average_accuracy(matrix),
+                                                     "forgetting_so_far": mean_forgetting(matrix)}, step=task.index)
             if ctx["on_task"] is not None:
                 ctx["on_task"](task.index, matrix)  # may raise ChainStopped: the workers are still waiting
             ray.get(gate.registered.remote(task.index, version))

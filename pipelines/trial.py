@@ -15,7 +15,6 @@ result to `step` and waits for Tune's decision: go on (the next `step`) or stop 
 from __future__ import annotations
 
 import queue
-import statistics
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from ray import tune
 
 from dgr.config import from_flat
-from dgr.evaluation import Matrix, forgetting
+from dgr.evaluation import Matrix, average_accuracy, mean_forgetting
 from pipelines.sequence import ChainStopped, run_chain
 from pipelines.settings import PipelineConfig
 
@@ -60,10 +59,9 @@ class ChainTrial(tune.Trainable):
         self._thread.start()
 
     def _metrics(self, task: int, matrix: Matrix) -> dict[str, Any]:
-        row = [a for a in matrix[-1] if a is not None]
-        return {"tasks": task + 1, "average_accuracy": statistics.fmean(row),
-                "forgetting": statistics.fmean(forgetting(matrix)) if task else 0.0,
-                "registered_model": self.chain, "done": task + 1 == len(matrix[-1])}
+        return {"tasks": task + 1, "average_accuracy": average_accuracy(matrix),
+                "forgetting": mean_forgetting(matrix), "registered_model": self.chain,
+                "done": task + 1 == len(matrix[-1])}
 
     def _on_task(self, task: int, matrix: Matrix) -> None:
         metrics = self._metrics(task, matrix)

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgr.evaluation import Matrix, average_accuracy, backward_transfer, evaluate, forgetting, matrix_row
+from dgr.evaluation import (Matrix, average_accuracy, backward_transfer, evaluate, forgetting, matrix_row,
+                            mean_forgetting)
 from dgr.scenario import Scenario
 from dgr.streams import Task, TaskInfo
 from dgr.targets import LabelledData
@@ -25,6 +26,11 @@ def test_average_accuracy_is_the_mean_of_the_last_row() -> None:
 
 def test_forgetting_is_best_earlier_accuracy_minus_final() -> None:
     assert forgetting(MATRIX) == pytest.approx([0.9 - 0.5, 0.8 - 0.7])
+
+
+def test_mean_forgetting_averages_the_earlier_tasks_and_is_zero_after_one_task() -> None:
+    assert mean_forgetting(MATRIX) == pytest.approx(((0.9 - 0.5) + (0.8 - 0.7)) / 2)
+    assert mean_forgetting(MATRIX[:1]) == 0.0
 
 
 def test_forgetting_uses_the_best_not_the_first_accuracy() -> None:

@@ -56,6 +56,14 @@ def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
         assert version.tags["parent_version"] == ("none" if k == 0 else str(k))
         assert version.tags["task"] == str(k)
         assert json.loads(version.tags["test_accuracies"]) == result["accuracy_matrix"][k][:k + 1]
+    # The chain's run carries its progress, task by task (what a sweep trial reports to Tune).
+    chain_run = next(run for run in client.search_runs([client.get_experiment_by_name("dgr").experiment_id],
+                                                       filter_string="tags.`dgr.chain` = 'tiny-chain'")
+                     if "mlflow.parentRunId" not in run.data.tags)
+    history = sorted(client.get_metric_history(chain_run.info.run_id, "average_accuracy_so_far"), key=lambda m: m.step)
+    assert [m.step for m in history] == [0, 1, 2]
+    assert history[-1].value == pytest.approx(result["average_accuracy"])
+    assert chain_run.data.metrics["average_accuracy"] == pytest.approx(result["average_accuracy"])
     # Rank 0 wrote exactly one checkpoint per task; the registry's scholar is that one.
     checkpoints = sorted(p.name for p in (workdir / "ray_results").glob("*/task-*"))
     assert checkpoints == ["task-0", "task-1", "task-2"]
