@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from infra.s3_endpoint import create_bucket, environment, s3_client, start_s3_endpoint
 from pipelines.sequence import main
-from tests.pipelines.conftest import chain_args
+from tests.pipelines.conftest import TINY_CHAIN, chain_args
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -96,14 +97,32 @@ def _forget_cluster_address(address: str) -> None:
         record.unlink()
 
 
-def test_ray_job_submit_runs_the_chain(ray_head: tuple[str, dict[str, str]], fake_data_root: Path,
-                                       tmp_path: Path) -> None:
+def _submit(address: str, env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address,
+                           "--working-dir", str(REPO), "--", "python", *command],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_ray_job_submit_runs_the_chain_and_a_sweep(ray_head: tuple[str, dict[str, str]], fake_data_root: Path,
+                                                   tmp_path: Path) -> None:
     address, env = ray_head
-    job = subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
-         "--", "python", "pipelines/sequence.py",
-         *chain_args(fake_data_root, tmp_path, "stream.num_tasks=2")],
-        env=env, capture_output=True, text=True, timeout=600)
+    job = _submit(address, env, "pipelines/sequence.py", *chain_args(fake_data_root, tmp_path, "stream.num_tasks=2"))
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "average accuracy" in job.stdout
     assert (tmp_path / "result.json").exists()
+
+    # The sweep joins the same cluster: two trials of one worker (0.99 CPU) at once on its 2 CPUs.
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    config = sweep_dir / "sweep.yaml"
+    config.write_text("sweep:\n  samples: 1\n  space:\n    solver.lr: {grid: [0.01, 0.003]}\n")
+    args = ["--config", str(config), "--data-root", str(fake_data_root), "--workdir", str(sweep_dir),
+            "--name", "submitted-sweep", "--json", str(sweep_dir / "sweep.json")]
+    for item in [*TINY_CHAIN, "stream.num_tasks=2", "pipeline.num_workers=1", "replay.arm=none"]:
+        if not item.startswith("pipeline.name"):
+            args += ["--set", item]
+    job = _submit(address, env, "pipelines/sweep.py", *args)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    summary = json.loads((sweep_dir / "sweep.json").read_text())
+    assert len(summary["trials"]) == 2 and summary["best"]["finished"]
+    assert "best: trial" in job.stdout
