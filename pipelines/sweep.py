@@ -35,6 +35,7 @@ from pipelines.search_space import SweepSpec, parse_sweep  # noqa: E402
 from pipelines.sequence import EXPERIMENT, _ray_init_args, _use_gpu  # noqa: E402
 from pipelines.settings import DEFAULT_CONFIG, PipelineConfig, load_settings, read_yaml  # noqa: E402
 
+
 class SweepInterrupted(Exception):
     """Tune stopped on a signal before every trial ended; its saved state lets a rerun resume it."""
 
