@@ -77,7 +77,7 @@ def fingerprint(task: Task) -> str:
     return digest.hexdigest()[:16]
 
 
-def _use_gpu(pipeline: PipelineConfig) -> bool:
+def wants_gpu(pipeline: PipelineConfig) -> bool:
     return pipeline.use_gpu == "true" or (pipeline.use_gpu == "auto" and torch.cuda.is_available())
 
 
@@ -87,7 +87,7 @@ def _trainer(settings: dict[str, Any], pipeline: PipelineConfig, run_name: str, 
 
     from pipelines.worker import train_chain
 
-    use_gpu = _use_gpu(pipeline)
+    use_gpu = wants_gpu(pipeline)
     # Workers hold the CPUs; the driver and the gate hold none, so 2 workers fit on 2 cores.
     cpus = pipeline.worker_cpus or settings["threads"]
     resources = {"CPU": cpus, **({"GPU": 1} if use_gpu else {})}

@@ -32,7 +32,7 @@ from dgr.config import Config, ConfigError, config_hash, flatten, from_flat  # n
 from dgr.datasets import DatasetError, resolve_data_root  # noqa: E402
 from pipelines import figures, registry  # noqa: E402
 from pipelines.search_space import SweepSpec, parse_sweep  # noqa: E402
-from pipelines.sequence import EXPERIMENT, _ray_init_args, _use_gpu  # noqa: E402
+from pipelines.sequence import EXPERIMENT, _ray_init_args, wants_gpu  # noqa: E402
 from pipelines.settings import DEFAULT_CONFIG, PipelineConfig, load_settings, read_yaml  # noqa: E402
 
 
@@ -144,7 +144,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
         ray.init(**_ray_init_args())
     storage = pipeline.storage_path or str((workdir / "ray_results").resolve())
     pipeline = replace(pipeline, worker_cpus=WORKER_CPU)
-    concurrent = spec.max_concurrent or trial_slots(ray.cluster_resources(), pipeline.num_workers, _use_gpu(pipeline))
+    concurrent = spec.max_concurrent or trial_slots(ray.cluster_resources(), pipeline.num_workers, wants_gpu(pipeline))
     print(f"sweep {sweep}: up to {concurrent} trial(s) at a time", flush=True)
     with _interruptible() as interrupted:
         results = _tuner(spec, config, pipeline, data_root, workdir, sweep, sweep_run, num_tasks, storage,

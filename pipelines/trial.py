@@ -40,7 +40,6 @@ class ChainTrial(tune.Trainable):
         self._results: queue.Queue[dict[str, Any] | BaseException] = queue.Queue()
         self._decisions: queue.Queue[str] = queue.Queue()
         self._reported = False  # after a result the chain waits for a decision
-        self._finished = False
         self._last_reported = False  # the chain's thread reported its last task
 
         def chain() -> None:
@@ -77,7 +76,6 @@ class ChainTrial(tune.Trainable):
         if isinstance(result, BaseException):
             raise result
         self._reported = True
-        self._finished = result["done"]
         return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
@@ -92,5 +90,5 @@ class ChainTrial(tune.Trainable):
     def cleanup(self) -> None:
         """Tune's stop: let a finished chain close, stop any other at its next task boundary, then wait
         until its Ray Train run has ended (an extra decision for a chain that already ended is ignored)."""
-        self._decisions.put(_GO if self._finished else _STOP)
+        self._decisions.put(_GO if self._last_reported else _STOP)
         self._thread.join()

@@ -47,3 +47,12 @@ def chain_args(data_root: Path, workdir: Path, *extra: str) -> list[str]:
     for item in [*TINY_CHAIN, *extra]:
         args += ["--set", item]
     return args
+
+
+def tiny_sweep_sets(*extra: str) -> list[str]:
+    """`--set` arguments of a sweep over the tiny chain (each trial names its own chain)."""
+    args = []
+    for item in [*TINY_CHAIN, *extra]:
+        if not item.startswith("pipeline.name"):
+            args += ["--set", item]
+    return args

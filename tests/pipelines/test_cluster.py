@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from infra.s3_endpoint import create_bucket, environment, s3_client, start_s3_endpoint
 from pipelines.sequence import main
-from tests.pipelines.conftest import TINY_CHAIN, chain_args
+from tests.pipelines.conftest import chain_args, tiny_sweep_sets
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -118,9 +118,7 @@ def test_ray_job_submit_runs_the_chain_and_a_sweep(ray_head: tuple[str, dict[str
     config.write_text("sweep:\n  samples: 1\n  space:\n    solver.lr: {grid: [0.01, 0.003]}\n")
     args = ["--config", str(config), "--data-root", str(fake_data_root), "--workdir", str(sweep_dir),
             "--name", "submitted-sweep", "--json", str(sweep_dir / "sweep.json")]
-    for item in [*TINY_CHAIN, "stream.num_tasks=2", "pipeline.num_workers=1", "replay.arm=none"]:
-        if not item.startswith("pipeline.name"):
-            args += ["--set", item]
+    args += tiny_sweep_sets("stream.num_tasks=2", "pipeline.num_workers=1", "replay.arm=none")
     job = _submit(address, env, "pipelines/sweep.py", *args)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     summary = json.loads((sweep_dir / "sweep.json").read_text())

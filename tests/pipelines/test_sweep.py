@@ -20,7 +20,7 @@ from pipelines.search_space import parse_sweep
 from pipelines.settings import load_settings
 from pipelines.sweep import main, trial_slots
 from tests.conftest import REPO
-from tests.pipelines.conftest import TINY_CHAIN
+from tests.pipelines.conftest import TINY_CHAIN, tiny_sweep_sets
 
 BASE, _ = load_settings(None, TINY_CHAIN)
 
@@ -70,18 +70,15 @@ def test_trial_slots_count_whole_worker_groups() -> None:
 
 
 def _sweep(data_root: Path, workdir: Path, workers: int) -> list[str]:
-    """`python pipelines/sweep.py ...` (run it in `workdir`) on the tiny stream: 4 trials, one at a time, two good and two hopeless
-    learning rates in that order so ASHA compares them in order."""
+    """`python pipelines/sweep.py ...` (run it in `workdir`) on the tiny stream: 4 trials, one at a time,
+    two good and two hopeless learning rates in that order so ASHA compares them in order."""
     config = workdir / "sweep.yaml"
     config.write_text("sweep:\n  samples: 1\n  max_concurrent: 1\n  grace_period: 1\n  reduction_factor: 2\n"
                       "  space:\n    solver.lr: {grid: [0.01, 1.0e-7, 0.003, 1.0e-7]}\n")
     # Paths relative to the sweep's working directory, as a user types them: trials run elsewhere.
     args = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "--config", "sweep.yaml", "--data-root",
             os.path.relpath(data_root, workdir), "--workdir", ".", "--name", "tiny-sweep", "--json", "sweep.json"]
-    for item in [*TINY_CHAIN, "stream.num_tasks=2", f"pipeline.num_workers={workers}", "replay.arm=none"]:
-        if not item.startswith("pipeline.name"):
-            args += ["--set", item]
-    return args
+    return args + tiny_sweep_sets("stream.num_tasks=2", f"pipeline.num_workers={workers}", "replay.arm=none")
 
 
 def _env() -> dict[str, str]:
