@@ -1,79 +1,131 @@
-"""Per-task overhead of the pipeline (Ray Train + MLflow registry) against the core's single-process runner.
+"""The pipeline (Ray Train + MLflow registry) against the core's single-process runner, seed by seed.
 
-Both learn the same split-MNIST chain with the same config; the pipeline runs as users run it (a fresh
-process: local Ray, embedded SQLite MLflow, one worker with the same threads as the core). Overhead per
-task = (pipeline wall - core wall) / tasks, which includes the one-off start-up (local Ray, Ray Train's
-worker group, the MLflow store) spread over the tasks; "driver s/task" is the per-task work of the
-driver alone (evaluate, figures, log the task run, register the version); the ratio is pipeline / core.
+Every run is a fresh process timed whole, as users run it: the core runner (`run_sequence` with all
+the machine's threads) and the main job `pipelines/sequence.py` (local Ray, embedded SQLite MLflow) with
+its default worker layout and with fixed layouts (`--workers default,1,2`). Same config, same seeds.
+
+- accuracy, mean +- SEM over seeds: is a 2-worker DDP chain within noise of a 1-worker one?
+- wall ratio pipeline / core: what the distribution costs (start-up of Ray, the worker group and the
+  MLflow store, and the driver's per-task work: evaluate, figures, log the task run, register).
+
+Runs are appended to `--json` as they finish; a rerun skips those already there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from dgr.config import parse_override  # noqa: E402
-from dgr.datasets import resolve_data_root  # noqa: E402
-from pipelines.settings import load_settings  # noqa: E402
 
 
-def core_wall(overrides: list[str], data_root: Path) -> tuple[float, float]:
-    """Wall seconds of the core runner (stream loading included, as in the pipeline) and its accuracy."""
+def core_run(overrides: list[str], data_root: str) -> dict[str, Any]:
+    """Run in a child process (`--core`): the core runner on the default config plus `overrides`."""
     import torch
 
+    sys.path.insert(0, str(REPO))
     from dgr.sequence import run_sequence
     from dgr.streams import build_stream
+    from pipelines.settings import load_settings
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(os.cpu_count() or 1)
     config, _ = load_settings(None, overrides)
+    result = run_sequence(config, build_stream(config.stream, Path(data_root), config.run.seed))
+    return {"average_accuracy": result.average_accuracy, "accuracy_matrix": result.accuracy_matrix}
+
+
+def timed(args: list[str], cwd: str) -> float:
     start = time.perf_counter()
-    result = run_sequence(config, build_stream(config.stream, data_root, config.run.seed))
-    return time.perf_counter() - start, result.average_accuracy
+    subprocess.run(args, check=True, cwd=cwd, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
 
 
-def pipeline_wall(overrides: list[str], data_root: Path, workers: int) -> tuple[float, dict]:
+def measure(runner: str, overrides: list[str], data_root: str) -> dict[str, Any]:
+    """One whole-process run of `runner` ("core", "default" or a worker count)."""
     with tempfile.TemporaryDirectory() as workdir:
-        args = [sys.executable, str(REPO / "pipelines" / "sequence.py"), "--data-root", str(data_root),
-                "--workdir", workdir, "--json", f"{workdir}/result.json"]
-        for item in [*overrides, f"pipeline.num_workers={workers}", f"pipeline.threads_per_worker={2 // workers}"]:
+        out = f"{workdir}/result.json"
+        if runner == "core":
+            args = [sys.executable, __file__, "--core", out, "--data-root", data_root]
+        else:
+            args = [sys.executable, str(REPO / "pipelines" / "sequence.py"), "--data-root", data_root,
+                    "--workdir", workdir, "--json", out]
+        layout = [] if runner in ("core", "default") else [
+            f"pipeline.num_workers={runner}", f"pipeline.threads_per_worker={max(1, (os.cpu_count() or 1) // int(runner))}"]
+        for item in [*overrides, *layout]:
             args += ["--set", item]
-        start = time.perf_counter()
-        subprocess.run(args, check=True, cwd=workdir, stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - start
-        return wall, json.loads(Path(workdir, "result.json").read_text())
+        wall = timed(args, workdir)
+        result = json.loads(Path(out).read_text())
+    return {"wall_seconds": wall, "average_accuracy": result["average_accuracy"],
+            "accuracy_matrix": result["accuracy_matrix"]}
+
+
+def summary(runs: list[dict[str, Any]], runners: list[str]) -> str:
+    def label(runner: str) -> str:
+        if runner == "core":
+            return f"core run_sequence (1 process, {os.cpu_count()} threads)"
+        if runner == "default":
+            return "main job, default config"
+        return f"pipeline, {runner} worker(s)"
+
+    lines = ["| runner | avg. accuracy (%), mean +- SEM | per seed (%) | wall s (mean) | wall ratio to core |",
+             "|---|---|---|---|---|"]
+    core_wall = {r["seed"]: r["wall_seconds"] for r in runs if r["runner"] == "core"}
+    for runner in runners:
+        chosen = sorted((r for r in runs if r["runner"] == runner), key=lambda r: r["seed"])
+        if not chosen:
+            continue
+        acc = [100 * r["average_accuracy"] for r in chosen]
+        sem = statistics.stdev(acc) / math.sqrt(len(acc)) if len(acc) > 1 else float("nan")
+        ratios = [r["wall_seconds"] / core_wall[r["seed"]] for r in chosen if r["seed"] in core_wall]
+        ratio = f"{statistics.mean(ratios):.2f}" if ratios else "-"
+        lines.append(f"| {label(runner)} | {statistics.mean(acc):.2f} +- {sem:.2f} (n={len(acc)}) | "
+                     f"{', '.join(f'{a:.2f}' for a in acc)} | {statistics.mean(r['wall_seconds'] for r in chosen):.1f} | "
+                     f"{ratio} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--iterations", type=int, default=500, help="solver and generator iterations per task")
-    p.add_argument("--workers", default="1,2", help="pipeline worker counts to measure")
+    p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--iterations", type=int, default=500,
+                   help="solver and generator iterations per task (2000: the reference protocol)")
+    p.add_argument("--workers", default="default,1,2", help="pipeline layouts: default and/or worker counts")
+    p.add_argument("--seeds", default="1")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
+    p.add_argument("--json", default=None, help="results file (default results/pipeline_overhead_<it>.json)")
+    p.add_argument("--core", default=None, help=argparse.SUPPRESS)  # child process: write the core's result
     args = p.parse_args()
-    data_root = resolve_data_root(args.data_root)
+    if args.core:
+        Path(args.core).write_text(json.dumps(core_run(args.set, args.data_root)))
+        return
+    data_root = str(Path(args.data_root).resolve())  # the runs work in their own temporary folders
     overrides = [f"solver.iterations={args.iterations}", f"generator.iterations={args.iterations}",
-                 "run.device=cpu"]
-    for item in overrides:
-        parse_override(item)
-    core, core_acc = core_wall(overrides, data_root)
-    rows = [("core run_sequence (1 process, 2 threads)", core, core_acc, 0.0, 0.0, 1.0)]
-    for workers in [int(w) for w in args.workers.split(",")]:
-        wall, result = pipeline_wall(overrides, data_root, workers)
-        tasks = len(result["versions"])
-        rows.append((f"pipeline, {workers} worker(s) x {2 // workers} thread(s)", wall, result["average_accuracy"],
-                     (wall - core) / tasks, sum(result["register_seconds"]) / tasks, wall / core))
-    print(f"split MNIST, class-IL, GR, {args.iterations} iterations per task, 5 tasks\n")
-    print("| runner | wall s | avg. accuracy | overhead s/task (all) | of which driver s/task | wall ratio |")
-    print("|---|---|---|---|---|---|")
-    for name, wall, acc, per_task, driver, ratio in rows:
-        print(f"| {name} | {wall:.1f} | {100 * acc:.2f} % | {per_task:.1f} | {driver:.1f} | {ratio:.2f} |")
+                 "run.device=cpu", *args.set]
+    path = Path(args.json or f"results/pipeline_overhead_{args.iterations}.json")
+    runs: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
+    runners = ["core", *args.workers.split(",")]
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for runner in runners:  # back to back per seed, so a slow spell of the machine hits all runners
+            key = {"runner": runner, "seed": seed, "overrides": overrides}
+            if any({k: r[k] for k in key} == key for r in runs):
+                continue
+            run = {**key, **measure(runner, [*overrides, f"run.seed={seed}"], data_root)}
+            runs.append(run)
+            print(f"{runner:8s} seed {seed}: {100 * run['average_accuracy']:.2f} % in {run['wall_seconds']:.1f} s",
+                  flush=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(runs, indent=1))
+    print(f"\nsplit MNIST, class-IL, GR, {args.iterations} iterations per task, 5 tasks, seeds {args.seeds}\n")
+    print(summary([r for r in runs if r["overrides"] == overrides], runners))
 
 
 if __name__ == "__main__":
