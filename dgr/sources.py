@@ -1,0 +1,110 @@
+"""Task sources: where a stream's images come from, each with a train and a test split.
+
+A source is named in `stream.sources` as KIND[:PATH]:
+- `mnist`, `fashion_mnist`, `svhn`: the built-in datasets under the data root (`dgr.datasets`);
+- `folder:PATH`: PATH/train/<class>/<image>.png|jpg and PATH/test/<class>/... (ImageFolder layout);
+- `parquet:PATH`: PATH/train.parquet, PATH/train/*.parquet or PATH[/data]/train-*.parquet (and test),
+  with an `image` column (struct with encoded `bytes`, or binary) and an integer `label` column;
+- `npz:PATH`: PATH/train.npz and PATH/test.npz holding `x` uint8 (N, H, W[, C]) and `y` integers (N,).
+A relative PATH is taken under the data root; an absolute one as it is.
+
+Labels are 0..K-1: K is the length of `stream.class_names` when given, else the number of class folders
+(sorted names give the labels), else the largest training label + 1. Every check fails with a one-line
+`DatasetError` naming the file, before any training starts.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dgr.config import SOURCE_KINDS, parse_source
+from dgr.datasets import DatasetError, PathArg, load_dataset, resolve_data_root
+from dgr.image_files import Decoded, class_folders, parquet_files, read_folder, read_parquet
+from dgr.shapes import InputShape
+
+BUILT_IN = SOURCE_KINDS[:3]
+SPLITS = ("train", "test")
+_TITLES = {"fashion_mnist": "fashion"}  # the task names the built-in streams have always had
+Split = tuple[torch.Tensor, torch.Tensor]  # uint8 (N, C, H, W), int64 (N,)
+
+
+@dataclass(frozen=True, eq=False)
+class SourceData:
+    title: str  # names the source's tasks: "mnist", "site_a", ...
+    class_names: tuple[str, ...]  # label i is class_names[i]
+    train: Split
+    test: Split
+
+
+def load_source(text: str, root: PathArg, shape: InputShape, class_names: tuple[str, ...] = ()) -> SourceData:
+    """Both splits of the source `text`, fitted to `shape`, labels checked against the classes."""
+    kind, path = parse_source(text)
+    if kind in BUILT_IN:
+        train, test = (_fitted(load_dataset(kind, root, s), shape, f"{kind} {s}") for s in SPLITS)
+        names = class_names or tuple(str(d) for d in range(10))
+        return _checked(_TITLES.get(kind, kind), names, train, test, (f"{kind} train", f"{kind} test"))
+    base = resolve_data_root(root) / Path(path).expanduser()
+    if not base.is_dir():
+        raise DatasetError(f"{text}: folder {base} not found")
+    if kind == "folder":
+        names = class_names or tuple(class_folders(base / "train", text))
+        train, test = (_stacked(read_folder(base / s, names, text), shape, text) for s in SPLITS)
+        return _checked(base.name, names, train, test, (str(base / "train"), str(base / "test")))
+    if kind == "parquet":
+        files = [parquet_files(base, s, text) for s in SPLITS]
+        train, test = (_stacked(read_parquet(f), shape, text) for f in files)
+        origins = (str(files[0][0].parent), str(files[1][0].parent))
+    else:
+        origins = (str(base / "train.npz"), str(base / "test.npz"))
+        train, test = (_fitted(_read_npz(Path(o)), shape, o) for o in origins)
+    names = class_names or tuple(str(i) for i in range(int(train[1].max()) + 1 if len(train[1]) else 0))
+    return _checked(base.name, names, train, test, origins)
+
+
+def _fitted(split: Split, shape: InputShape, origin: str) -> Split:
+    return shape.apply(split[0], origin), split[1]
+
+
+def _stacked(decoded: Decoded, shape: InputShape, origin: str) -> Split:
+    images, labels, names = decoded
+    return shape.stack(images, names, origin), torch.from_numpy(labels)
+
+
+def _checked(title: str, names: tuple[str, ...], train: Split, test: Split, origins: tuple[str, str]) -> SourceData:
+    for (x, y), origin in zip((train, test), origins):
+        if len(y) == 0:
+            raise DatasetError(f"{origin}: no images")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= len(names):
+            raise DatasetError(f"{origin}: labels must be in 0..{len(names) - 1} ({len(names)} classes), "
+                               f"found {low}..{high}; list every class in stream.class_names")
+    return SourceData(title, names, train, test)
+
+
+def _read_npz(path: Path) -> Split:
+    """x uint8 (N, H, W[, C]) and y integers (N,) -> uint8 (N, C, H, W), int64 (N,)."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found; expected arrays x (N, H, W[, C]) uint8 and y (N,)")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = {"x", "y"} - set(arrays.files)
+            if missing:
+                raise DatasetError(f"{path}: expected arrays x and y, found {', '.join(arrays.files) or 'none'}")
+            x, y = arrays["x"], arrays["y"]
+    except DatasetError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated, not a zip, pickled objects
+        raise DatasetError(" ".join(f"{path}: unreadable .npz file ({type(exc).__name__}: {exc})".split())) from exc
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3)):
+        raise DatasetError(f"{path}: x must be uint8 (N, H, W) or (N, H, W, 1|3), got {x.dtype} {x.shape}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DatasetError(f"{path}: y must have shape ({len(x)},) like x's first axis, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DatasetError(f"{path}: y must hold integers, got {y.dtype}")
+    images = torch.from_numpy(x if x.ndim == 4 else x[..., None]).permute(0, 3, 1, 2).contiguous()
+    return images, torch.from_numpy(y.astype(np.int64))
