@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from dgr.config import StreamConfig
+from dgr.config import Config, StreamConfig, from_dict
 from dgr.sequence import run_sequence
 from dgr.streams import Task, build_stream
-from tests.conftest import tiny_config
+from tests.conftest import REPO, tiny_config
 from tests.userfiles import write_folder, write_npz
 
 
@@ -118,3 +119,19 @@ def test_mnist_then_fashion_mnist_from_the_real_data(real_data_root: Path) -> No
         assert 5900 <= len(task.valid_y) <= 6100
         counts = torch.bincount(task.test_y - task.classes[0])
         assert len(counts) == 10 and int(counts.min()) >= 800
+
+
+def config_file(name: str) -> Config:
+    values = yaml.safe_load((REPO / "configs" / name).read_text())
+    values.pop("pipeline")
+    return from_dict(values)
+
+
+def test_the_example_configs_build_their_streams(tmp_path: Path) -> None:
+    for site in ("site_a", "site_b"):
+        write_folder(tmp_path / site, ["normal", "pneumonia"], {"train": 10, "test": 2}, size=20, channels=3)
+    config = config_file("own_images.yaml")
+    tasks = build_stream(config.stream, tmp_path, config.run.seed)
+    assert [t.name for t in tasks] == ["site_a", "site_b"] and tasks[1].classes == (2, 3)
+    assert all(t.input_shape == (1, 32, 32) and t.valid_y is not None for t in tasks)
+    assert config_file("new_domains_mnist_fashion.yaml").stream.sources == ("mnist", "fashion_mnist")
