@@ -8,6 +8,7 @@ or its Parquet file and row) for errors; `dgr.shapes.InputShape.stack` makes the
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -87,6 +88,20 @@ def _check_schema(schema: Any, path: Path) -> str:
     if pa.types.is_binary(image) or pa.types.is_large_binary(image):
         return "binary"
     raise DatasetError(f"{path}: column 'image' must be a struct with encoded 'bytes' or binary, found {image}")
+
+
+def parquet_class_names(path: Path) -> tuple[str, ...]:
+    """The label names a Hugging Face export records in its schema metadata (a ClassLabel), else ()."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+        features = json.loads(metadata.get(b"huggingface", b"{}")).get("info", {}).get("features", {})
+    except Exception as exc:  # ArrowInvalid on a corrupt file, JSONDecodeError on foreign metadata
+        raise DatasetError(" ".join(f"{path}: unreadable Parquet file ({type(exc).__name__}: {exc})".split())
+                           ) from exc
+    names = features.get("label", {}).get("names", []) if isinstance(features, dict) else []
+    return tuple(str(name) for name in names)
 
 
 def read_parquet(files: Sequence[Path]) -> Decoded:

@@ -9,7 +9,8 @@ A source is named in `stream.sources` as KIND[:PATH]:
 A relative PATH is taken under the data root; an absolute one as it is.
 
 Labels are 0..K-1: K is the length of `stream.class_names` when given, else the number of class folders
-(sorted names give the labels), else the largest training label + 1. Every check fails with a one-line
+(sorted names give the labels), else the label names a Hugging Face Parquet export records, else the
+largest training label + 1. Every check fails with a one-line
 `DatasetError` naming the file, before any training starts.
 """
 
@@ -24,7 +25,7 @@ import torch
 
 from dgr.config import SOURCE_KINDS, parse_source
 from dgr.datasets import DatasetError, PathArg, load_dataset, resolve_data_root
-from dgr.image_files import Decoded, class_folders, parquet_files, read_folder, read_parquet
+from dgr.image_files import Decoded, class_folders, parquet_class_names, parquet_files, read_folder, read_parquet
 from dgr.shapes import InputShape
 
 BUILT_IN = SOURCE_KINDS[:3]
@@ -59,6 +60,7 @@ def load_source(text: str, root: PathArg, shape: InputShape, class_names: tuple[
         files = [parquet_files(base, s, text) for s in SPLITS]
         train, test = (_stacked(read_parquet(f), shape, text) for f in files)
         origins = (str(files[0][0].parent), str(files[1][0].parent))
+        class_names = class_names or parquet_class_names(files[0][0])
     else:
         origins = (str(base / "train.npz"), str(base / "test.npz"))
         train, test = (_fitted(_read_npz(Path(o)), shape, o) for o in origins)

@@ -168,7 +168,8 @@ def _checked(tasks: list[Task], config: StreamConfig) -> list[Task]:
         present = torch.unique(task.train_y).tolist()
         if len(present) < 2 or len(task.test_y) == 0:
             what = "no test images" if len(present) >= 2 else f"training images of {len(present)} class(es)"
-            raise DatasetError(f"{', '.join(config.sources)}: task {task.index} ({task.name}) has {what}; "
+            limit = f" (stream.train_samples is {config.train_samples})" if config.train_samples else ""
+            raise DatasetError(f"{', '.join(config.sources)}: task {task.index} ({task.name}) has {what}{limit}; "
                                f"every task needs training and test images of at least two classes")
     return tasks
 

@@ -7,6 +7,7 @@ test can read back which class an image came from.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +42,21 @@ def write_folder(base: Path, classes: list[str], per_class: dict[str, int], size
             (folder / f"{i}.png").write_bytes(png_bytes(image))
 
 
-def write_parquet(path: Path, labels: np.ndarray, size: int = 8, struct: bool = True, **columns: object) -> None:
-    """One Parquet file like the Hub exports: image {bytes, path} (or raw binary) and label."""
+def write_parquet(path: Path, labels: np.ndarray, size: int = 8, struct: bool = True,
+                  label_names: list[str] | None = None) -> None:
+    """One Parquet file like the Hub exports: image {bytes, path} (or raw binary) and label, with the
+    label names in the schema metadata as `datasets` writes a ClassLabel when `label_names` is given."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     encoded = [png_bytes(image) for image in images_of(labels, size)]
     image = ([{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(encoded)] if struct else encoded)
-    table = {"image": image, "label": labels.tolist(), **columns}
+    table = pa.table({"image": image, "label": labels.tolist()})
+    if label_names is not None:
+        features = {"image": {"_type": "Image"}, "label": {"names": label_names, "_type": "ClassLabel"}}
+        table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(table), path)
+    pq.write_table(table, path)
 
 
 def write_npz(base: Path, classes: int, per_class: dict[str, int], size: int = 8, channels: int = 0) -> None:

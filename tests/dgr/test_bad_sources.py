@@ -13,7 +13,8 @@ import pytest
 from dgr.config import StreamConfig
 from dgr.datasets import DatasetError
 from dgr.streams import build_stream
-from tests.userfiles import png_bytes, images_of, write_folder, write_npz, write_parquet
+from tests.fakedata import write_mnist
+from tests.userfiles import images_of, png_bytes, write_folder, write_npz, write_parquet
 
 
 def error(tmp_path: Path, **stream: Any) -> str:
@@ -82,7 +83,7 @@ def test_parquet_without_the_label_column(tmp_path: Path) -> None:
 
 
 def test_parquet_label_of_the_wrong_type(tmp_path: Path) -> None:
-    write_parquet(tmp_path / "pq" / "train.parquet", np.array([0, 1]), label_names=["a", "b"])
+    write_parquet(tmp_path / "pq" / "train.parquet", np.array([0, 1]))
     pq.write_table(pa.table({"image": [b"x"], "label": ["cat"]}), tmp_path / "pq" / "test.parquet")
     message = error(tmp_path, name="split", sources="parquet:pq")
     assert str(tmp_path / "pq" / "test.parquet") in message and "must hold integers" in message
@@ -102,6 +103,13 @@ def test_truncated_parquet_file(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-30])
     message = error(tmp_path, name="split", sources="parquet:pq")
     assert str(path) in message and "unreadable Parquet file" in message
+
+
+def test_parquet_labels_beyond_the_recorded_label_names(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "pq" / "train.parquet", np.array([0, 1, 2]), label_names=["a", "b"])
+    write_parquet(tmp_path / "pq" / "test.parquet", np.array([0, 1]), label_names=["a", "b"])
+    message = error(tmp_path, name="split", sources="parquet:pq")
+    assert str(tmp_path / "pq") in message and "0..1 (2 classes), found 0..2" in message
 
 
 def test_missing_parquet_split(tmp_path: Path) -> None:
@@ -181,3 +189,9 @@ def test_padding_to_a_smaller_size(tmp_path: Path) -> None:
     write_npz(tmp_path / "n", 2, {"train": 2, "test": 1}, size=12)
     message = error(tmp_path, name="domains", sources="npz:n", image_size=8, fit="pad")
     assert str(tmp_path / "n" / "train.npz") in message and "stream.fit: resize" in message
+
+
+def test_too_few_training_samples_name_the_limit(tmp_path: Path) -> None:
+    write_mnist(tmp_path, np.random.default_rng(0), 3, 2)
+    message = error(tmp_path, name="split_mnist", train_samples=1)
+    assert "task 0 (mnist 0/1)" in message and "stream.train_samples is 1" in message

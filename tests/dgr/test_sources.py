@@ -59,6 +59,13 @@ def test_parquet_layouts_and_image_columns(tmp_path: Path, layout: str, struct: 
         assert y.tolist() == expected and marks(x) == expected and x.shape[1:] == (1, 8, 8)
 
 
+def test_parquet_label_names_from_the_hub_metadata(tmp_path: Path) -> None:
+    for split in ("train", "test"):
+        write_parquet(tmp_path / "pq" / f"{split}.parquet", np.array([0, 1, 1]), label_names=["cat", "dog", "owl"])
+    source = load_source("parquet:pq", tmp_path, InputShape())
+    assert source.class_names == ("cat", "dog", "owl")  # 'owl' has no images, yet it is a class
+
+
 @pytest.mark.parametrize("channels", [0, 3])
 def test_npz_grey_and_colour(tmp_path: Path, channels: int) -> None:
     write_npz(tmp_path / "n", 3, {"train": 4, "test": 2}, channels=channels)
