@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 STREAMS = ("split_mnist", "split_fashion_mnist", "permuted_mnist", "mnist_svhn", "svhn_mnist")
 STREAM_KINDS = ("split", "domains", "permuted")  # general streams over `stream.sources`
-SOURCE_KINDS = ("mnist", "fashion_mnist", "svhn", "folder", "parquet", "npz")  # the first three take no path
+BUILT_IN_SOURCES = ("mnist", "fashion_mnist", "svhn")  # named alone; read from the data root
+SOURCE_KINDS = BUILT_IN_SOURCES + ("folder", "parquet", "npz")  # these take a path: "folder:PATH"
 FITS = ("resize", "pad")
 SCENARIOS = ("task", "domain", "class")
 ARMS = ("gr", "er", "none", "joint")
@@ -64,8 +65,9 @@ def parse_source(text: str) -> tuple[str, str]:
     kind, _, path = text.partition(":")
     _check(kind in SOURCE_KINDS, "stream.sources", f"entries KIND[:PATH] with KIND one of {', '.join(SOURCE_KINDS)}",
            text)
-    _check(bool(path) == (kind not in SOURCE_KINDS[:3]), "stream.sources",
-           f"a path after '{kind}:'" if kind not in SOURCE_KINDS[:3] else f"'{kind}' without a path", text)
+    built_in = kind in BUILT_IN_SOURCES
+    _check(bool(path) != built_in, "stream.sources", f"'{kind}' without a path" if built_in else
+           f"a path after '{kind}:'", text)
     return kind, path
 
 

@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dgr.config import SOURCE_KINDS, parse_source
+from dgr.config import BUILT_IN_SOURCES, parse_source
 from dgr.datasets import DatasetError, PathArg, load_dataset, resolve_data_root
 from dgr.image_files import Decoded, class_folders, parquet_class_names, parquet_files, read_folder, read_parquet
 from dgr.shapes import InputShape
 
-BUILT_IN = SOURCE_KINDS[:3]
 SPLITS = ("train", "test")
 _TITLES = {"fashion_mnist": "fashion"}  # the task names the built-in streams have always had
 Split = tuple[torch.Tensor, torch.Tensor]  # uint8 (N, C, H, W), int64 (N,)
@@ -45,7 +44,7 @@ class SourceData:
 def load_source(text: str, root: PathArg, shape: InputShape, class_names: tuple[str, ...] = ()) -> SourceData:
     """Both splits of the source `text`, fitted to `shape`, labels checked against the classes."""
     kind, path = parse_source(text)
-    if kind in BUILT_IN:
+    if kind in BUILT_IN_SOURCES:
         train, test = (_fitted(load_dataset(kind, root, s), shape, f"{kind} {s}") for s in SPLITS)
         names = class_names or tuple(str(d) for d in range(10))
         return _checked(_TITLES.get(kind, kind), names, train, test, (f"{kind} train", f"{kind} test"))
