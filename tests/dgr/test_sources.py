@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import torch
 from dgr.datasets import load_dataset
 from dgr.shapes import InputShape
 from dgr.sources import load_source
+from tests.conftest import REPO
 from tests.fakedata import write_mnist
 from tests.userfiles import images_of, write_folder, write_npz, write_parquet
 
@@ -115,3 +119,10 @@ def test_stack_fits_images_of_mixed_sizes_to_one_shape() -> None:
     assert stacked.shape == (4, 3, 8, 8)
     exact = InputShape(8, "resize", 3).apply(torch.from_numpy(large).permute(0, 3, 1, 2), "test")
     assert torch.equal(stacked[1], exact[0]) and torch.equal(stacked[3], exact[1])
+
+
+def test_pil_and_pyarrow_are_imported_only_when_those_formats_are_read() -> None:
+    code = "import sys, dgr.sequence, dgr.sources; print(sorted(m for m in ('PIL', 'pyarrow') if m in sys.modules))"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "[]"
