@@ -98,10 +98,29 @@ def parquet_class_names(path: Path) -> tuple[str, ...]:
         metadata = pq.read_schema(path).metadata or {}
         features = json.loads(metadata.get(b"huggingface", b"{}")).get("info", {}).get("features", {})
     except Exception as exc:  # ArrowInvalid on a corrupt file, JSONDecodeError on foreign metadata
-        raise DatasetError(" ".join(f"{path}: unreadable Parquet file ({type(exc).__name__}: {exc})".split())
-                           ) from exc
+        raise _unreadable(path, exc) from exc
     names = features.get("label", {}).get("names", []) if isinstance(features, dict) else []
     return tuple(str(name) for name in names)
+
+
+def parquet_labels(files: Sequence[Path]) -> np.ndarray:
+    """The `label` column of the Parquet `files` alone (no image is read or decoded)."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for path in files:
+        try:
+            table = pq.ParquetFile(path)
+            _check_schema(table.schema_arrow, path)
+            column = table.read(columns=["label"]).column("label")
+        except DatasetError:
+            raise
+        except Exception as exc:  # as in read_parquet
+            raise _unreadable(path, exc) from exc
+        if column.null_count:
+            raise DatasetError(f"{path}: {column.null_count} rows without a label")
+        parts.append(column.to_numpy())
+    return np.concatenate(parts).astype(np.int64)
 
 
 def read_parquet(files: Sequence[Path]) -> Decoded:
@@ -128,6 +147,9 @@ def read_parquet(files: Sequence[Path]) -> Decoded:
         except DatasetError:
             raise
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... on a corrupt or truncated file
-            raise DatasetError(" ".join(f"{path}: unreadable Parquet file ({type(exc).__name__}: {exc})".split())
-                               ) from exc
+            raise _unreadable(path, exc) from exc
     return images, np.asarray(labels, dtype=np.int64), names
+
+
+def _unreadable(path: Path, exc: Exception) -> DatasetError:
+    return DatasetError(" ".join(f"{path}: unreadable Parquet file ({type(exc).__name__}: {exc})".split()))

@@ -15,14 +15,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from dgr.config import StreamConfig
 from dgr.datasets import DatasetError, PathArg
 from dgr.shapes import InputShape
-from dgr.sources import SourceData, Split, load_source
+from dgr.sources import SourceData, Split, load_source, source_classes, source_title
 
 
 @dataclass(frozen=True)
@@ -85,66 +85,83 @@ def _source(config: StreamConfig, text: str, root: PathArg) -> SourceData:
     return load_source(text, root, InputShape.of(config), config.class_names)
 
 
-def split_stream(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
-    """Groups of `classes_per_task` classes of one source, one task each; labels renumbered so that task k
-    owns the next contiguous labels in the (fixed or seeded) class order."""
-    source = _source(config, config.sources[0], root)
-    size, per_task = len(source.class_names), config.classes_per_task
-    order = _class_order(config, size, seed)
-    if size % per_task == 1:
-        raise DatasetError(f"{config.sources[0]}: {size} classes in groups of {per_task} leave the last task "
-                           f"with one class ({source.class_names[order[-1]]}); a task needs at least two, "
-                           f"change stream.classes_per_task")
-    relabel = torch.empty(size, dtype=torch.long)
-    relabel[torch.tensor(order)] = torch.arange(size)
-    tasks = []
-    for k, first in enumerate(range(0, size, per_task)):
+def _split_plan(config: StreamConfig, root: PathArg, seed: int) -> list[tuple[TaskInfo, list[int]]]:
+    """Each task of a class split with the source's labels it takes, in the (fixed or seeded) class order."""
+    text, per_task = config.sources[0], config.classes_per_task
+    names, title = source_classes(text, root, config.class_names), source_title(text, root)
+    order = _class_order(config, len(names), seed)
+    if len(names) % per_task == 1:
+        raise DatasetError(f"{text}: {len(names)} classes in groups of {per_task} leave the last task with one "
+                           f"class ({names[order[-1]]}); a task needs at least two, change stream.classes_per_task")
+    plan = []
+    for k, first in enumerate(range(0, len(names), per_task)):
         group = order[first:first + per_task]
+        name = f"{title} {'/'.join(names[c] for c in group)}"
+        plan.append((TaskInfo(k, name, tuple(range(first, first + len(group)))), group))
+    return plan
+
+
+def _domains_plan(config: StreamConfig, root: PathArg) -> list[TaskInfo]:
+    """One task per source; task k's labels follow task k-1's."""
+    plan, offset = [], 0
+    for k, text in enumerate(config.sources):
+        size = len(source_classes(text, root, config.class_names))
+        plan.append(TaskInfo(k, source_title(text, root), tuple(range(offset, offset + size))))
+        offset += size
+    return plan
+
+
+def _permuted_plan(config: StreamConfig, root: PathArg) -> list[TaskInfo]:
+    text = config.sources[0]
+    size, title = len(source_classes(text, root, config.class_names)), source_title(text, root)
+    return [TaskInfo(k, f"permuted {title} {k}", tuple(range(size * k, size * (k + 1)))) for k in range(config.num_tasks)]
+
+
+def split_stream(config: StreamConfig, root: PathArg, seed: int) -> Iterator[Task]:
+    """Groups of `classes_per_task` classes of one source, one task each; labels renumbered so that task k
+    owns the next contiguous labels in the class order."""
+    plan = _split_plan(config, root, seed)
+    source = _source(config, config.sources[0], root)
+    relabel = torch.empty(len(source.class_names), dtype=torch.long)
+    relabel[torch.tensor([c for _, group in plan for c in group])] = torch.arange(len(source.class_names))
+    for info, group in plan:
         parts = []
         for (x, y), limit in ((source.train, config.train_samples), (source.test, config.test_samples)):
             chosen = torch.isin(y, torch.tensor(group))
-            parts.append(_subset(x[chosen], relabel[y[chosen]], limit, seed + k))
-        name = f"{source.title} {'/'.join(source.class_names[c] for c in group)}"
-        tasks.append(Task(k, name, tuple(range(first, first + len(group))), *parts[0], *parts[1]))
-    return tasks
+            parts.append(_subset(x[chosen], relabel[y[chosen]], limit, seed + info.index))
+        yield Task(info.index, info.name, info.classes, *parts[0], *parts[1])
 
 
-def domains_stream(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
-    """One task per source (a new domain each), all at one input shape; task k's labels follow task k-1's."""
-    tasks: list[Task] = []
-    offset = 0
-    for k, text in enumerate(config.sources):
-        source = _source(config, text, root)  # one source in memory at a time, besides the tasks built
+def domains_stream(config: StreamConfig, root: PathArg, seed: int) -> Iterator[Task]:
+    """One task per source (a new domain each), all at one input shape; a source is read when its task is."""
+    shape: tuple[int, ...] | None = None
+    for info, text in zip(_domains_plan(config, root), config.sources):
+        source = _source(config, text, root)
         (x, y), (vx, vy) = source.train, source.test
-        if tasks and tasks[0].input_shape != tuple(x.shape[1:]):
-            raise DatasetError(f"{text}: images are {tuple(x.shape[1:])} but {config.sources[0]}'s are "
-                               f"{tasks[0].input_shape} (C, H, W); set stream.image_size and stream.channels")
-        x, y = _subset(x, y, config.train_samples, seed + k)
-        vx, vy = _subset(vx, vy, config.test_samples, seed + k)
-        labels = tuple(range(offset, offset + len(source.class_names)))
-        tasks.append(Task(k, source.title, labels, x, y + offset, vx, vy + offset))
-        offset += len(source.class_names)
-    return tasks
+        if shape is not None and shape != tuple(x.shape[1:]):
+            raise DatasetError(f"{text}: images are {tuple(x.shape[1:])} but {config.sources[0]}'s are {shape} "
+                               f"(C, H, W); set stream.image_size and stream.channels")
+        shape = tuple(x.shape[1:])
+        x, y = _subset(x, y, config.train_samples, seed + info.index)
+        vx, vy = _subset(vx, vy, config.test_samples, seed + info.index)
+        yield Task(info.index, info.name, info.classes, x, y + info.offset, vx, vy + info.offset)
 
 
-def permuted_stream(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
+def permuted_stream(config: StreamConfig, root: PathArg, seed: int) -> Iterator[Task]:
     """`num_tasks` tasks, each one source under its own pixel permutation (task 0 keeps the identity)."""
+    plan = _permuted_plan(config, root)
     source = _source(config, config.sources[0], root)
     x, y = _subset(*source.train, config.train_samples, seed)
     vx, vy = _subset(*source.test, config.test_samples, seed)
-    pixels, size = math.prod(x.shape[1:]), len(source.class_names)
+    pixels = math.prod(x.shape[1:])
     rng = torch.Generator().manual_seed(seed)
-    tasks = []
-    for k in range(config.num_tasks):
-        perm = torch.arange(pixels) if k == 0 else torch.randperm(pixels, generator=rng)
+    for info in plan:
+        perm = torch.arange(pixels) if info.index == 0 else torch.randperm(pixels, generator=rng)
 
-        def permute(images: torch.Tensor, p: torch.Tensor = perm) -> torch.Tensor:
-            return images.reshape(len(images), pixels)[:, p].reshape(images.shape)
+        def permute(images: torch.Tensor) -> torch.Tensor:
+            return images.reshape(len(images), pixels)[:, perm].reshape(images.shape)
 
-        labels = tuple(range(size * k, size * (k + 1)))
-        tasks.append(Task(k, f"permuted {source.title} {k}", labels, permute(x), y + size * k, permute(vx),
-                          vy + size * k))
-    return tasks
+        yield Task(info.index, info.name, info.classes, permute(x), y + info.offset, permute(vx), vy + info.offset)
 
 
 def hold_out(task: Task, fraction: float, seed: int) -> Task:
@@ -163,15 +180,14 @@ def hold_out(task: Task, fraction: float, seed: int) -> Task:
                                valid_x=task.train_x[valid], valid_y=task.train_y[valid])
 
 
-def _checked(tasks: list[Task], config: StreamConfig) -> list[Task]:
-    for task in tasks:
-        present = torch.unique(task.train_y).tolist()
-        if len(present) < 2 or len(task.test_y) == 0:
-            what = "no test images" if len(present) >= 2 else f"training images of {len(present)} class(es)"
-            limit = f" (stream.train_samples is {config.train_samples})" if config.train_samples else ""
-            raise DatasetError(f"{', '.join(config.sources)}: task {task.index} ({task.name}) has {what}{limit}; "
-                               f"every task needs training and test images of at least two classes")
-    return tasks
+def _checked(task: Task, config: StreamConfig) -> Task:
+    present = torch.unique(task.train_y).tolist()
+    if len(present) < 2 or len(task.test_y) == 0:
+        what = "no test images" if len(present) >= 2 else f"training images of {len(present)} class(es)"
+        limit = f" (stream.train_samples is {config.train_samples})" if config.train_samples else ""
+        raise DatasetError(f"{', '.join(config.sources)}: task {task.index} ({task.name}) has {what}{limit}; "
+                           f"every task needs training and test images of at least two classes")
+    return task
 
 
 # Each built-in stream is a general one over built-in sources; its tasks are those it always had.
@@ -183,7 +199,7 @@ BUILT_IN: dict[str, dict[str, Any]] = {
     "svhn_mnist": {"name": "domains", "sources": ("svhn", "mnist"), "image_size": 32, "fit": "pad", "channels": 3},
 }
 
-STREAM_BUILDERS: dict[str, Callable[[StreamConfig, PathArg, int], list[Task]]] = {
+STREAM_BUILDERS: dict[str, Callable[[StreamConfig, PathArg, int], Iterator[Task]]] = {
     "split": split_stream,
     "domains": domains_stream,
     "permuted": permuted_stream,
@@ -195,13 +211,27 @@ def general(config: StreamConfig) -> StreamConfig:
     return dataclasses.replace(config, **BUILT_IN[config.name]) if config.name in BUILT_IN else config
 
 
+def stream_infos(config: StreamConfig, root: PathArg, seed: int) -> list[TaskInfo]:
+    """What every task of the stream will be (index, name, classes), from the sources' class names alone."""
+    config = general(config)
+    if config.name == "split":
+        return [info for info, _ in _split_plan(config, root, seed)]
+    return _domains_plan(config, root) if config.name == "domains" else _permuted_plan(config, root)
+
+
+def iter_stream(config: StreamConfig, root: PathArg, seed: int) -> Iterator[Task]:
+    """The stream's tasks one at a time, each checked (and its validation data held out) as it is built: a
+    domains stream reads source k only when task k is reached, a permuted stream permutes one copy per task.
+    Bad data in a later source surfaces only when its task is built; `build_stream` checks every task first."""
+    config = general(config)
+    for task in STREAM_BUILDERS[config.name](config, root, seed):
+        task = _checked(task, config)
+        yield hold_out(task, config.validation, seed + task.index) if config.validation > 0 else task
+
+
 def build_stream(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
     """Every task of the stream; bad data fails here with a `DatasetError`, before any training."""
-    config = general(config)
-    tasks = _checked(STREAM_BUILDERS[config.name](config, root, seed), config)
-    if config.validation > 0:
-        tasks = [hold_out(task, config.validation, seed + task.index) for task in tasks]
-    return tasks
+    return list(iter_stream(config, root, seed))
 
 
 def split_mnist(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:

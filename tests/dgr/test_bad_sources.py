@@ -89,6 +89,14 @@ def test_parquet_label_of_the_wrong_type(tmp_path: Path) -> None:
     assert str(tmp_path / "pq" / "test.parquet") in message and "must hold integers" in message
 
 
+def test_parquet_rows_without_a_label(tmp_path: Path) -> None:
+    image = png_bytes(images_of(np.array([0]))[0])
+    pq.write_table(pa.table({"image": [image, image], "label": pa.array([0, None], pa.int64())}),
+                   tmp_path / "train.parquet")
+    message = error(tmp_path, name="split", sources=f"parquet:{tmp_path}")
+    assert str(tmp_path / "train.parquet") in message and "without a label" in message
+
+
 def test_parquet_image_of_the_wrong_type(tmp_path: Path) -> None:
     pq.write_table(pa.table({"image": [1, 2], "label": [0, 1]}), tmp_path / "train.parquet")
     write_parquet(tmp_path / "test.parquet", np.array([0, 1]))

@@ -9,8 +9,10 @@ import torch
 import yaml
 
 from dgr.config import Config, StreamConfig, from_dict
+from dgr.datasets import DatasetError
+from dgr.scenario import Scenario, output_size
 from dgr.sequence import run_sequence
-from dgr.streams import Task, build_stream
+from dgr.streams import Task, build_stream, iter_stream, stream_infos
 from tests.conftest import REPO, tiny_config
 from tests.userfiles import write_folder, write_npz
 
@@ -135,3 +137,32 @@ def test_the_example_configs_build_their_streams(tmp_path: Path) -> None:
     assert [t.name for t in tasks] == ["site_a", "site_b"] and tasks[1].classes == (2, 3)
     assert all(t.input_shape == (1, 32, 32) and t.valid_y is not None for t in tasks)
     assert config_file("new_domains_mnist_fashion.yaml").stream.sources == ("mnist", "fashion_mnist")
+
+
+@pytest.mark.parametrize("stream", [
+    {"name": "split", "sources": "npz:six", "classes_per_task": 3, "class_order": "seeded"},
+    {"name": "domains", "sources": "folder:site,npz:colour", "image_size": 8, "channels": 3},
+    {"name": "permuted", "sources": "folder:site", "num_tasks": 3},
+])
+def test_stream_infos_are_the_built_tasks_infos(root: Path, stream: dict) -> None:
+    config = StreamConfig(**stream)
+    assert stream_infos(config, root, seed=2) == [t.info for t in build_stream(config, root, seed=2)]
+
+
+def test_a_lazy_stream_reads_a_source_when_its_task_is_reached(root: Path) -> None:
+    (root / "colour" / "test.npz").write_bytes(b"truncated")
+    tasks = iter_stream(StreamConfig(name="domains", sources="folder:site,npz:colour", image_size=8, channels=3),
+                        root, seed=1)
+    assert next(tasks).name == "site"
+    with pytest.raises(DatasetError, match="test.npz"):
+        next(tasks)
+
+
+def test_the_runner_learns_a_lazy_stream_as_it_learns_the_built_one(root: Path) -> None:
+    config = tiny_config(stream={"name": "domains", "scenario": "domain", "sources": "folder:site,npz:colour",
+                                 "image_size": 8, "channels": 3, "validation": 0.2})
+    infos = stream_infos(config.stream, root, config.run.seed)
+    lazy = run_sequence(config, iter_stream(config.stream, root, config.run.seed),
+                        outputs=output_size(Scenario.DOMAIN, infos), num_tasks=len(infos))
+    eager = run_sequence(config, build_stream(config.stream, root, config.run.seed))
+    assert lazy.accuracy_matrix == eager.accuracy_matrix and lazy.validation_matrix == eager.validation_matrix
