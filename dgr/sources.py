@@ -68,7 +68,7 @@ def source_title(text: str, root: PathArg) -> str:
     kind, path = parse_source(text)
     if kind in BUILT_IN_SOURCES:
         return _TITLES.get(kind, kind)
-    return (resolve_data_root(root) / Path(path).expanduser()).name
+    return _path(path, root).name
 
 
 def source_classes(text: str, root: PathArg, class_names: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -94,8 +94,12 @@ def source_classes(text: str, root: PathArg, class_names: tuple[str, ...] = ()) 
     return tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0))
 
 
+def _path(path: str, root: PathArg) -> Path:
+    return resolve_data_root(root) / Path(path).expanduser()  # an absolute path replaces the root
+
+
 def _folder(text: str, path: str, root: PathArg) -> Path:
-    base = resolve_data_root(root) / Path(path).expanduser()
+    base = _path(path, root)
     if not base.is_dir():
         raise DatasetError(f"{text}: folder {base} not found")
     return base
