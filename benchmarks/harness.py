@@ -128,7 +128,8 @@ def speed_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace, base: dict[str, Any]) -> None:
+def main(args: argparse.Namespace, base: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the grid, print its tables; returns the runs of the arms and scenarios asked for."""
     runs = run_grid(args, base)
     arms, scenarios = args.arms.split(","), args.scenarios.split(",")
     chosen = [r for r in runs if r["arm"] in arms and r["scenario"] in scenarios]
@@ -136,3 +137,4 @@ def main(args: argparse.Namespace, base: dict[str, Any]) -> None:
     print(table(chosen, arms, scenarios))
     print()
     print(speed_table(chosen))
+    return chosen

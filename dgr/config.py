@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 STREAMS = ("split_mnist", "split_fashion_mnist", "permuted_mnist", "mnist_svhn", "svhn_mnist")
+STREAM_KINDS = ("split", "domains", "permuted")  # general streams over `stream.sources`
+BUILT_IN_SOURCES = ("mnist", "fashion_mnist", "svhn")  # named alone; read from the data root
+SOURCE_KINDS = BUILT_IN_SOURCES + ("folder", "parquet", "npz")  # these take a path: "folder:PATH"
+FITS = ("resize", "pad")
 SCENARIOS = ("task", "domain", "class")
 ARMS = ("gr", "er", "none", "joint")
 TARGETS = ("hard", "soft")
@@ -50,22 +54,80 @@ def _choice(section: str, obj: Any, name: str, allowed: tuple[str, ...]) -> None
     _check(value in allowed, f"{section}.{name}", f"one of {', '.join(allowed)}", value)
 
 
+def _added(default: Any) -> Any:
+    """A field added after chains were registered: flattened (so hashed) only when it differs from its
+    default, so configs that do not use it keep their config hash and their registries keep resuming."""
+    return field(default=default, metadata={"flat_when_set": True})
+
+
+def parse_source(text: str) -> tuple[str, str]:
+    """"folder:PATH" -> ("folder", "PATH"); a built-in dataset is its bare name ("mnist")."""
+    kind, _, path = text.partition(":")
+    _check(kind in SOURCE_KINDS, "stream.sources", f"entries KIND[:PATH] with KIND one of {', '.join(SOURCE_KINDS)}",
+           text)
+    built_in = kind in BUILT_IN_SOURCES
+    _check(bool(path) != built_in, "stream.sources", f"'{kind}' without a path" if built_in else
+           f"a path after '{kind}:'", text)
+    return kind, path
+
+
+def _names(key: str, value: Any) -> tuple[str, ...]:
+    # YAML gives a list, --set a comma-separated string; both become one canonical tuple.
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    _check(ok, key, "a list of strings or one comma-separated string", value)
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class StreamConfig:
-    name: str = "split_mnist"
+    name: str = "split_mnist"  # a built-in stream, or split | domains | permuted over `sources`
     scenario: str = "class"
-    num_tasks: int = 5  # permuted MNIST only; split streams always have 5 tasks, domain pairs 2
+    num_tasks: int = 5  # permuted streams; split streams have one task per class group, domains one per source
     class_order: str = "fixed"  # "fixed" (0-1, 2-3, ...) or "seeded" (drawn from run.seed)
     train_samples: int = 0  # per task, 0 = all; small budgets for tests and quick sweeps
     test_samples: int = 0  # per task, 0 = all
+    sources: tuple[str, ...] = _added(())  # "mnist" | "folder:PATH" | "parquet:PATH" | "npz:PATH"
+    classes_per_task: int = _added(2)  # split streams
+    class_names: tuple[str, ...] = _added(())  # label i is class_names[i]; folders default to sorted names
+    image_size: int = _added(0)  # 0 keeps the sources' size; else every image becomes image_size^2
+    fit: str = _added("resize")  # how images reach image_size: resize (bilinear) | pad (zero border)
+    channels: int = _added(0)  # 0 keeps; 1 grey (luma); 3 RGB (grey replicated)
+    validation: float = _added(0.0)  # fraction of each task's training data held out (seeded, per class)
 
     def __post_init__(self) -> None:
-        _choice("stream", self, "name", STREAMS)
+        object.__setattr__(self, "sources", _names("stream.sources", self.sources))
+        object.__setattr__(self, "class_names", _names("stream.class_names", self.class_names))
+        _choice("stream", self, "name", STREAMS + STREAM_KINDS)
         _choice("stream", self, "scenario", SCENARIOS)
         _choice("stream", self, "class_order", ("fixed", "seeded"))
         _int("stream", self, "num_tasks", 1)
         _int("stream", self, "train_samples", 0)
         _int("stream", self, "test_samples", 0)
+        _int("stream", self, "classes_per_task", 2)
+        _int("stream", self, "image_size", 0)
+        _choice("stream", self, "fit", FITS)
+        _check(self.channels in (0, 1, 3), "stream.channels", "0 (keep), 1 or 3", self.channels)
+        v = self.validation
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+        _check(ok, "stream.validation", "a fraction in [0, 1)", v)
+        _check(len(set(self.class_names)) == len(self.class_names), "stream.class_names", "distinct names",
+               self.class_names)
+        self._check_sources()
+
+    def _check_sources(self) -> None:
+        if self.name in STREAMS:  # a built-in stream fixes its sources and input shape
+            for name in ("sources", "image_size", "fit", "channels", "class_names", "classes_per_task"):
+                _check(getattr(self, name) == StreamConfig.__dataclass_fields__[name].default, f"stream.{name}",
+                       f"to be left out with the built-in stream {self.name} (use name: split, domains or "
+                       f"permuted)", getattr(self, name))
+            return
+        count = "one source" if self.name != "domains" else "one or more sources"
+        _check(len(self.sources) == 1 or (self.name == "domains" and self.sources), "stream.sources",
+               f"{count} for a {self.name} stream", self.sources)
+        for text in self.sources:
+            parse_source(text)
 
 
 @dataclass(frozen=True)
@@ -151,11 +213,10 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        if self.stream.name == "mnist_svhn" or self.stream.name == "svhn_mnist":
-            _check(self.solver.kind == "cnn" or self.solver.kind == "mlp", "solver.kind", "mlp or cnn",
-                   self.solver.kind)
-        elif self.solver.kind == "cnn":
-            _check(False, "solver.kind", "mlp for 28x28 streams (cnn needs 32x32x3 input)", "cnn")
+        if self.solver.kind == "cnn" and self.stream.name not in ("mnist_svhn", "svhn_mnist"):
+            size = self.stream.image_size
+            _check(size > 0 and size % 8 == 0, "solver.kind",
+                   "mlp for 28x28 streams (cnn needs 32x32x3 input, or stream.image_size a multiple of 8)", "cnn")
 
 
 def _sections() -> dict[str, type]:
@@ -167,9 +228,21 @@ def to_dict(config: Config) -> dict[str, dict[str, Any]]:
     return dataclasses.asdict(config)
 
 
+def _left_out(section: Any, name: str, value: Any) -> bool:
+    spec = {f.name: f for f in dataclasses.fields(section)}[name]
+    return bool(spec.metadata.get("flat_when_set")) and value == spec.default
+
+
 def flatten(config: Config) -> dict[str, Any]:
-    """{"solver.lr": 0.001, ...}: MLflow params and Tune search-space keys."""
-    return {f"{s}.{k}": v for s, values in to_dict(config).items() for k, v in values.items()}
+    """{"solver.lr": 0.001, ...}: MLflow params and Tune search-space keys. Fields added later are left
+    out while they hold their default (see `_added`)."""
+    return {f"{s}.{k}": v for s, values in to_dict(config).items() for k, v in values.items()
+            if not _left_out(getattr(config, s), k, v)}
+
+
+def config_keys() -> list[str]:
+    """Every dotted key a config accepts, including those `flatten` leaves out at their default."""
+    return sorted(f"{s}.{k}" for s, values in to_dict(Config()).items() for k in values)
 
 
 def from_dict(values: Mapping[str, Any], base: Config | None = None) -> Config:
@@ -191,7 +264,7 @@ def from_flat(values: Mapping[str, Any], base: Config | None = None) -> Config:
     for key, value in values.items():
         section, _, name = key.partition(".")
         if section not in nested or name not in nested[section]:
-            raise ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(flatten(Config())))})")
+            raise ConfigError(f"{key}: unknown config key (known: {', '.join(config_keys())})")
         nested[section][name] = value
     try:
         return Config(**{s: cls(**nested[s]) for s, cls in _sections().items()})
@@ -204,15 +277,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep:
         raise ConfigError(f"{text}: expected key=value, e.g. solver.lr=0.001")
-    default = flatten(Config()).get(key)
-    if default is None and key not in flatten(Config()):
+    if key not in config_keys():
         raise ConfigError(f"{key}: unknown config key")
-    return key, _coerce(key, raw, default)
+    section, _, name = key.partition(".")
+    return key, _coerce(key, raw, to_dict(Config())[section][name])
 
 
 def _coerce(key: str, raw: str, default: Any) -> Any:
     if key == "replay.ratio":
         return raw if raw == RATIO_RULE else _number(key, raw, float)
+    if isinstance(default, tuple):
+        return _names(key, raw)  # stream.sources=mnist,fashion_mnist
     if isinstance(default, bool):
         return raw.lower() in ("1", "true", "yes")
     if isinstance(default, int):

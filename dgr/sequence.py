@@ -30,6 +30,7 @@ class TaskEvaluated:
     task: int
     accuracies: list[float]
     training: TaskTraining
+    validation: list[float] = field(default_factory=list)  # on every task so far, when the stream holds some out
 
 
 @dataclass
@@ -41,6 +42,7 @@ class SequenceResult:
     wall_seconds: float
     training: list[TaskTraining] = field(default_factory=list)
     scholar: Scholar | None = None
+    validation_matrix: Matrix = field(default_factory=list)  # like accuracy_matrix; empty without validation data
 
 
 def resolve_device(config: Config) -> torch.device:
@@ -85,6 +87,13 @@ def training_data(config: Config, stored: LabelledData | None, task: Task) -> La
     return LabelledData.of([task])
 
 
+def validation_set(task: Task) -> LabelledData | None:
+    """The task's held-out training data (`stream.validation`), or None when it has none."""
+    if task.valid_x is None or task.valid_y is None:
+        return None
+    return LabelledData(task.valid_x, task.valid_y, torch.zeros(len(task.valid_y), dtype=torch.long), (task.info,))
+
+
 Callback = Callable[["Progress | TaskEvaluated"], None]
 
 
@@ -102,7 +111,9 @@ def run_sequence(config: Config, tasks: Iterable[Task], outputs: int | None = No
     stored: LabelledData | None = None
     past: list[TaskInfo] = []
     test_sets: list[LabelledData] = []
+    valid_sets: list[LabelledData] = []
     matrix: Matrix = []
+    valid_matrix: Matrix = []
     trainings: list[TaskTraining] = []
     for task in tasks:
         if scholar is None:
@@ -118,7 +129,13 @@ def run_sequence(config: Config, tasks: Iterable[Task], outputs: int | None = No
         accuracies = evaluate(scholar.solver, test_sets, scenario, task.info, config.run.eval_batch_size, device)
         matrix.append(matrix_row(accuracies, num_tasks))
         trainings.append(training)
+        valid = validation_set(task)
+        validation = []
+        if valid is not None:
+            valid_sets.append(valid)
+            validation = evaluate(scholar.solver, valid_sets, scenario, task.info, config.run.eval_batch_size, device)
+            valid_matrix.append(matrix_row(validation, num_tasks))
         if callback is not None:
-            callback(TaskEvaluated(task.index, accuracies, training))
+            callback(TaskEvaluated(task.index, accuracies, training, validation))
     return SequenceResult(matrix, average_accuracy(matrix), forgetting(matrix), backward_transfer(matrix),
-                          time.perf_counter() - start, trainings, scholar)
+                          time.perf_counter() - start, trainings, scholar, valid_matrix)

@@ -1,20 +1,28 @@
 """Tasks and streams: the sequences of tasks a scholar learns one after the other.
 
+Three stream builders over task sources (`dgr.sources`): `split` (class groups of one source, one task
+each), `domains` (one task per source, every source fitted to one input shape) and `permuted` (one
+source under a pixel permutation per task). The built-in streams are instances of them (`BUILT_IN`).
+
 Labels live in one stream-wide label space: task k of split MNIST owns labels (2k, 2k+1) in the order
-its classes were drawn, task k of permuted MNIST owns 10k..10k+9. The scenario decides how those labels
-map to the solver's output (see `dgr.scenario`). Images stay uint8 (N, C, H, W) until batched.
+its classes were drawn, task k of permuted MNIST owns 10k..10k+9, a domain task the next K labels. The
+scenario decides how those labels map to the solver's output (see `dgr.scenario`). Images stay uint8
+(N, C, H, W) until batched.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from dgr.config import StreamConfig
-from dgr.datasets import PathArg, load_dataset
+from dgr.datasets import DatasetError, PathArg
+from dgr.shapes import InputShape
+from dgr.sources import SourceData, Split, load_source, source_classes, source_title
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class Task:
     train_y: torch.Tensor  # int64 (N,), stream-wide labels
     test_x: torch.Tensor
     test_y: torch.Tensor
+    valid_x: torch.Tensor | None = None  # held out of the training data when stream.validation > 0
+    valid_y: torch.Tensor | None = None
 
     @property
     def info(self) -> TaskInfo:
@@ -57,9 +67,6 @@ class Task:
         return tuple(self.train_x.shape[1:])
 
 
-Split = tuple[torch.Tensor, torch.Tensor]
-
-
 def _subset(x: torch.Tensor, y: torch.Tensor, limit: int, seed: int) -> Split:
     if limit <= 0 or limit >= len(y):
         return x, y
@@ -68,93 +75,180 @@ def _subset(x: torch.Tensor, y: torch.Tensor, limit: int, seed: int) -> Split:
     return x[keep], y[keep]
 
 
-def _class_order(config: StreamConfig, seed: int) -> list[int]:
+def _class_order(config: StreamConfig, num_classes: int, seed: int) -> list[int]:
     if config.class_order == "fixed":
-        return list(range(10))
-    return torch.randperm(10, generator=torch.Generator().manual_seed(seed)).tolist()
+        return list(range(num_classes))
+    return torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
-def _split(dataset: str, title: str, config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
-    """Five tasks of two classes each; labels renumbered so task k owns (2k, 2k+1)."""
-    train, test = load_dataset(dataset, root, "train"), load_dataset(dataset, root, "test")
-    order = _class_order(config, seed)
-    relabel = torch.empty(10, dtype=torch.long)
-    relabel[torch.tensor(order)] = torch.arange(10)
-    tasks = []
-    for k in range(5):
-        pair = order[2 * k: 2 * k + 2]
+def _source(config: StreamConfig, text: str, root: PathArg) -> SourceData:
+    return load_source(text, root, InputShape.of(config), config.class_names)
+
+
+def _split_plan(config: StreamConfig, root: PathArg, seed: int) -> list[tuple[TaskInfo, list[int]]]:
+    """Each task of a class split with the source's labels it takes, in the (fixed or seeded) class order."""
+    text, per_task = config.sources[0], config.classes_per_task
+    names, title = source_classes(text, root, config.class_names), source_title(text, root)
+    order = _class_order(config, len(names), seed)
+    if len(names) % per_task == 1:
+        raise DatasetError(f"{text}: {len(names)} classes in groups of {per_task} leave the last task with one "
+                           f"class ({names[order[-1]]}); a task needs at least two, change stream.classes_per_task")
+    plan = []
+    for k, first in enumerate(range(0, len(names), per_task)):
+        group = order[first:first + per_task]
+        name = f"{title} {'/'.join(names[c] for c in group)}"
+        plan.append((TaskInfo(k, name, tuple(range(first, first + len(group)))), group))
+    return plan
+
+
+def _domains_plan(config: StreamConfig, root: PathArg) -> list[TaskInfo]:
+    """One task per source; task k's labels follow task k-1's."""
+    plan, offset = [], 0
+    for k, text in enumerate(config.sources):
+        size = len(source_classes(text, root, config.class_names))
+        plan.append(TaskInfo(k, source_title(text, root), tuple(range(offset, offset + size))))
+        offset += size
+    return plan
+
+
+def _permuted_plan(config: StreamConfig, root: PathArg) -> list[TaskInfo]:
+    text = config.sources[0]
+    size, title = len(source_classes(text, root, config.class_names)), source_title(text, root)
+    return [TaskInfo(k, f"permuted {title} {k}", tuple(range(size * k, size * (k + 1)))) for k in range(config.num_tasks)]
+
+
+def split_stream(config: StreamConfig, root: PathArg, seed: int) -> Iterator[Task]:
+    """Groups of `classes_per_task` classes of one source, one task each; labels renumbered so that task k
+    owns the next contiguous labels in the class order."""
+    plan = _split_plan(config, root, seed)
+    source = _source(config, config.sources[0], root)
+    relabel = torch.empty(len(source.class_names), dtype=torch.long)
+    relabel[torch.tensor([c for _, group in plan for c in group])] = torch.arange(len(source.class_names))
+    for info, group in plan:
         parts = []
-        for x, y in (train, test):
-            chosen = (y == pair[0]) | (y == pair[1])
-            parts.append((x[chosen], relabel[y[chosen]]))
-        (tx, ty), (vx, vy) = parts
-        tx, ty = _subset(tx, ty, config.train_samples, seed + k)
-        vx, vy = _subset(vx, vy, config.test_samples, seed + k)
-        name = f"{title} {pair[0]}/{pair[1]}"
-        tasks.append(Task(k, name, (2 * k, 2 * k + 1), tx, ty, vx, vy))
-    return tasks
+        for (x, y), limit in ((source.train, config.train_samples), (source.test, config.test_samples)):
+            chosen = torch.isin(y, torch.tensor(group))
+            parts.append(_subset(x[chosen], relabel[y[chosen]], limit, seed + info.index))
+        yield Task(info.index, info.name, info.classes, *parts[0], *parts[1])
 
 
-def split_mnist(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
-    return _split("mnist", "mnist", config, root, seed)
+def domains_stream(config: StreamConfig, root: PathArg, seed: int) -> Iterator[Task]:
+    """One task per source (a new domain each), all at one input shape; a source is read when its task is."""
+    shape: tuple[int, ...] | None = None
+    for info, text in zip(_domains_plan(config, root), config.sources):
+        source = _source(config, text, root)
+        (x, y), (vx, vy) = source.train, source.test
+        if shape is not None and shape != tuple(x.shape[1:]):
+            raise DatasetError(f"{text}: images are {tuple(x.shape[1:])} but {config.sources[0]}'s are {shape} "
+                               f"(C, H, W); set stream.image_size and stream.channels")
+        shape = tuple(x.shape[1:])
+        x, y = _subset(x, y, config.train_samples, seed + info.index)
+        vx, vy = _subset(vx, vy, config.test_samples, seed + info.index)
+        yield Task(info.index, info.name, info.classes, x, y + info.offset, vx, vy + info.offset)
 
 
-def split_fashion_mnist(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
-    return _split("fashion_mnist", "fashion", config, root, seed)
-
-
-def permuted_mnist(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
-    """`num_tasks` tasks, each MNIST under its own pixel permutation (task 0 keeps the identity)."""
-    (x, y), (vx, vy) = load_dataset("mnist", root, "train"), load_dataset("mnist", root, "test")
-    x, y = _subset(x, y, config.train_samples, seed)
-    vx, vy = _subset(vx, vy, config.test_samples, seed)
+def permuted_stream(config: StreamConfig, root: PathArg, seed: int) -> Iterator[Task]:
+    """`num_tasks` tasks, each one source under its own pixel permutation (task 0 keeps the identity)."""
+    plan = _permuted_plan(config, root)
+    source = _source(config, config.sources[0], root)
+    x, y = _subset(*source.train, config.train_samples, seed)
+    vx, vy = _subset(*source.test, config.test_samples, seed)
+    pixels = math.prod(x.shape[1:])
     rng = torch.Generator().manual_seed(seed)
-    tasks = []
-    for k in range(config.num_tasks):
-        perm = torch.arange(784) if k == 0 else torch.randperm(784, generator=rng)
+    for info in plan:
+        perm = torch.arange(pixels) if info.index == 0 else torch.randperm(pixels, generator=rng)
 
-        def permute(images: torch.Tensor, p: torch.Tensor = perm) -> torch.Tensor:
-            return images.reshape(len(images), 784)[:, p].reshape(images.shape)
+        def permute(images: torch.Tensor) -> torch.Tensor:
+            return images.reshape(len(images), pixels)[:, perm].reshape(images.shape)
 
-        labels = tuple(range(10 * k, 10 * k + 10))
-        tasks.append(Task(k, f"permuted mnist {k}", labels, permute(x), y + 10 * k, permute(vx), vy + 10 * k))
-    return tasks
+        yield Task(info.index, info.name, info.classes, permute(x), y + info.offset, permute(vx), vy + info.offset)
 
 
-def _to_32x32x3(images: torch.Tensor) -> torch.Tensor:
-    # MNIST (N, 1, 28, 28) -> (N, 3, 32, 32): zero-pad 2 pixels each side, grey replicated to RGB.
-    return F.pad(images, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
+def hold_out(task: Task, fraction: float, seed: int) -> Task:
+    """`fraction` of each class's training images (at least one, never all) become the validation data."""
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for label in task.classes:
+        rows = (task.train_y == label).nonzero().flatten()
+        rows = rows[torch.randperm(len(rows), generator=generator)]
+        count = min(max(round(fraction * len(rows)), 1), len(rows) - 1) if len(rows) > 1 else 0
+        held.append(rows[:count])
+    valid = torch.cat(held).sort().values
+    train = torch.ones(len(task.train_y), dtype=torch.bool)
+    train[valid] = False
+    return dataclasses.replace(task, train_x=task.train_x[train], train_y=task.train_y[train],
+                               valid_x=task.train_x[valid], valid_y=task.train_y[valid])
 
 
-def _digits_domain(order: tuple[str, str], config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
-    tasks = []
-    for k, dataset in enumerate(order):
-        (x, y), (vx, vy) = load_dataset(dataset, root, "train"), load_dataset(dataset, root, "test")
-        if dataset == "mnist":
-            x, vx = _to_32x32x3(x), _to_32x32x3(vx)
-        x, y = _subset(x, y, config.train_samples, seed + k)
-        vx, vy = _subset(vx, vy, config.test_samples, seed + k)
-        labels = tuple(range(10 * k, 10 * k + 10))
-        tasks.append(Task(k, dataset, labels, x, y + 10 * k, vx, vy + 10 * k))
-    return tasks
+def _checked(task: Task, config: StreamConfig) -> Task:
+    present = torch.unique(task.train_y).tolist()
+    if len(present) < 2 or len(task.test_y) == 0:
+        what = "no test images" if len(present) >= 2 else f"training images of {len(present)} class(es)"
+        limit = f" (stream.train_samples is {config.train_samples})" if config.train_samples else ""
+        raise DatasetError(f"{', '.join(config.sources)}: task {task.index} ({task.name}) has {what}{limit}; "
+                           f"every task needs training and test images of at least two classes")
+    return task
 
 
-def mnist_svhn(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
-    return _digits_domain(("mnist", "svhn"), config, root, seed)
+# Each built-in stream is a general one over built-in sources; its tasks are those it always had.
+BUILT_IN: dict[str, dict[str, Any]] = {
+    "split_mnist": {"name": "split", "sources": ("mnist",)},
+    "split_fashion_mnist": {"name": "split", "sources": ("fashion_mnist",)},
+    "permuted_mnist": {"name": "permuted", "sources": ("mnist",)},
+    "mnist_svhn": {"name": "domains", "sources": ("mnist", "svhn"), "image_size": 32, "fit": "pad", "channels": 3},
+    "svhn_mnist": {"name": "domains", "sources": ("svhn", "mnist"), "image_size": 32, "fit": "pad", "channels": 3},
+}
 
-
-def svhn_mnist(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
-    return _digits_domain(("svhn", "mnist"), config, root, seed)
-
-
-STREAM_BUILDERS: dict[str, Callable[[StreamConfig, PathArg, int], list[Task]]] = {
-    "split_mnist": split_mnist,
-    "split_fashion_mnist": split_fashion_mnist,
-    "permuted_mnist": permuted_mnist,
-    "mnist_svhn": mnist_svhn,
-    "svhn_mnist": svhn_mnist,
+STREAM_BUILDERS: dict[str, Callable[[StreamConfig, PathArg, int], Iterator[Task]]] = {
+    "split": split_stream,
+    "domains": domains_stream,
+    "permuted": permuted_stream,
 }
 
 
+def general(config: StreamConfig) -> StreamConfig:
+    """A built-in stream's config as the general stream it is; other configs unchanged."""
+    return dataclasses.replace(config, **BUILT_IN[config.name]) if config.name in BUILT_IN else config
+
+
+def stream_infos(config: StreamConfig, root: PathArg, seed: int) -> list[TaskInfo]:
+    """What every task of the stream will be (index, name, classes), from the sources' class names alone."""
+    config = general(config)
+    if config.name == "split":
+        return [info for info, _ in _split_plan(config, root, seed)]
+    return _domains_plan(config, root) if config.name == "domains" else _permuted_plan(config, root)
+
+
+def iter_stream(config: StreamConfig, root: PathArg, seed: int) -> Iterator[Task]:
+    """The stream's tasks one at a time, each checked (and its validation data held out) as it is built: a
+    domains stream reads source k only when task k is reached, a permuted stream permutes one copy per task.
+    Bad data in a later source surfaces only when its task is built; `build_stream` checks every task first."""
+    config = general(config)
+    for task in STREAM_BUILDERS[config.name](config, root, seed):
+        task = _checked(task, config)
+        yield hold_out(task, config.validation, seed + task.index) if config.validation > 0 else task
+
+
 def build_stream(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
-    return STREAM_BUILDERS[config.name](config, root, seed)
+    """Every task of the stream; bad data fails here with a `DatasetError`, before any training."""
+    return list(iter_stream(config, root, seed))
+
+
+def split_mnist(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
+    return build_stream(dataclasses.replace(config, name="split_mnist"), root, seed)
+
+
+def split_fashion_mnist(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
+    return build_stream(dataclasses.replace(config, name="split_fashion_mnist"), root, seed)
+
+
+def permuted_mnist(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
+    return build_stream(dataclasses.replace(config, name="permuted_mnist"), root, seed)
+
+
+def mnist_svhn(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
+    return build_stream(dataclasses.replace(config, name="mnist_svhn"), root, seed)
+
+
+def svhn_mnist(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
+    return build_stream(dataclasses.replace(config, name="svhn_mnist"), root, seed)

@@ -118,3 +118,57 @@ def test_cnn_solver_on_a_28x28_stream_fails() -> None:
 def test_cnn_solver_on_a_32x32x3_stream_is_accepted() -> None:
     config = Config(stream=StreamConfig(name="mnist_svhn"), solver=SolverConfig(kind="cnn"))
     assert config.solver.kind == "cnn"
+
+
+# The hashes these configs had before the stream fields for users' own data were added: registries of
+# chains that do not use the new fields must keep resuming.
+HASHES_BEFORE = {"default": "e8b12c000407", "mnist_svhn_cnn": "bf6a7fb3fdbb"}
+
+
+def test_config_hash_of_configs_without_the_new_stream_fields_is_unchanged() -> None:
+    assert config_hash(Config()) == HASHES_BEFORE["default"]
+    cnn = from_flat({"stream.name": "mnist_svhn", "solver.kind": "cnn"})
+    assert config_hash(cnn) == HASHES_BEFORE["mnist_svhn_cnn"]
+
+
+def test_new_stream_fields_are_flattened_only_when_set() -> None:
+    assert "stream.validation" not in flatten(Config()) and "stream.sources" not in flatten(Config())
+    config = from_flat({"stream.name": "domains", "stream.sources": ("mnist", "npz:site"), "stream.validation": 0.1})
+    flat = flatten(config)
+    assert flat["stream.sources"] == ("mnist", "npz:site") and flat["stream.validation"] == 0.1
+    assert "stream.image_size" not in flat and from_flat(flat) == config
+    assert config_hash(config) != config_hash(from_flat({**flat, "stream.validation": 0.2}))
+
+
+def test_sources_from_a_yaml_list_or_a_comma_separated_override_are_equal() -> None:
+    key, value = parse_override("stream.sources=folder:a, npz:/data/b")
+    assert (key, value) == ("stream.sources", ("folder:a", "npz:/data/b"))
+    as_list = from_dict({"stream": {"name": "domains", "sources": ["folder:a", "npz:/data/b"]}})
+    assert as_list == from_flat({"stream.name": "domains", key: value})
+    assert parse_override("stream.validation=0.2") == ("stream.validation", 0.2)
+    assert parse_override("stream.image_size=32") == ("stream.image_size", 32)
+
+
+@pytest.mark.parametrize("stream, name", [
+    ({"name": "split_mnist", "sources": "mnist"}, "stream.sources"),
+    ({"name": "mnist_svhn", "image_size": 28}, "stream.image_size"),
+    ({"name": "split"}, "stream.sources"),
+    ({"name": "split", "sources": "mnist,svhn"}, "stream.sources"),
+    ({"name": "domains", "sources": "cifar"}, "stream.sources"),
+    ({"name": "domains", "sources": "folder"}, "stream.sources"),
+    ({"name": "domains", "sources": "mnist:somewhere"}, "stream.sources"),
+    ({"name": "domains", "sources": [1, 2]}, "stream.sources"),
+    ({"name": "split", "sources": "mnist", "classes_per_task": 1}, "stream.classes_per_task"),
+    ({"validation": 1.0}, "stream.validation"),
+    ({"validation": -0.1}, "stream.validation"),
+    ({"channels": 2, "name": "split", "sources": "mnist"}, "stream.channels"),
+    ({"fit": "crop", "name": "split", "sources": "mnist"}, "stream.fit"),
+    ({"class_names": "a,a", "name": "split", "sources": "mnist"}, "stream.class_names"),
+])
+def test_bad_stream_fields_fail_with_their_dotted_name(stream: dict[str, Any], name: str) -> None:
+    assert error_of(lambda: StreamConfig(**stream)).startswith(name)
+
+
+def test_cnn_solver_on_a_stream_resized_to_a_multiple_of_eight() -> None:
+    stream = StreamConfig(name="domains", sources=("mnist", "svhn"), image_size=32, channels=3)
+    assert Config(stream=stream, solver=SolverConfig(kind="cnn")).solver.kind == "cnn"

@@ -1,0 +1,68 @@
+"""Tiny datasets in the formats users bring (PNG folders, Parquet, .npz) for tests of dgr.sources.
+
+Each class is a random prototype plus noise (learnable); pixel (0, 0) of channel 0 holds the label so a
+test can read back which class an image came from.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def images_of(labels: np.ndarray, size: int = 8, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """uint8 (N, size, size, channels) with the label in pixel (0, 0) of channel 0; `seed` draws the noise."""
+    prototypes = np.random.default_rng(0).integers(0, 256, size=(int(labels.max()) + 1, size, size, channels))
+    noise = np.random.default_rng(seed).normal(0, 20, size=(len(labels), size, size, channels))
+    noisy = prototypes[labels] + noise
+    images = np.clip(noisy, 0, 255).astype(np.uint8)
+    images[:, 0, 0, 0] = labels
+    return images
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_folder(base: Path, classes: list[str], per_class: dict[str, int], size: int = 8, channels: int = 1
+                 ) -> None:
+    """base/<split>/<class>/<i>.png, `per_class[split]` images of each class."""
+    for split, count in per_class.items():
+        labels = np.repeat(np.arange(len(classes)), count)
+        for i, (image, label) in enumerate(zip(images_of(labels, size, channels), labels)):
+            folder = base / split / classes[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i}.png").write_bytes(png_bytes(image))
+
+
+def write_parquet(path: Path, labels: np.ndarray, size: int = 8, struct: bool = True,
+                  label_names: list[str] | None = None) -> None:
+    """One Parquet file like the Hub exports: image {bytes, path} (or raw binary) and label, with the
+    label names in the schema metadata as `datasets` writes a ClassLabel when `label_names` is given."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    encoded = [png_bytes(image) for image in images_of(labels, size)]
+    image = ([{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(encoded)] if struct else encoded)
+    table = pa.table({"image": image, "label": labels.tolist()})
+    if label_names is not None:
+        features = {"image": {"_type": "Image"}, "label": {"names": label_names, "_type": "ClassLabel"}}
+        table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+
+
+def write_npz(base: Path, classes: int, per_class: dict[str, int], size: int = 8, channels: int = 0) -> None:
+    """base/<split>.npz with x (N, size, size[, channels]) uint8 and y (N,) int64."""
+    base.mkdir(parents=True, exist_ok=True)
+    for split, count in per_class.items():
+        labels = np.repeat(np.arange(classes), count)
+        x = images_of(labels, size, max(channels, 1), seed=len(split))
+        np.savez(base / f"{split}.npz", x=x if channels else x[..., 0], y=labels)
