@@ -1,0 +1,30 @@
+"""dgr.steps: what one step of each model touches."""
+
+from __future__ import annotations
+
+import torch
+
+from dgr.scholar import new_scholar
+from dgr.steps import Batch, WGANGPTrainer
+from dgr.targets import Targets
+from tests.conftest import tiny_config
+
+SHAPE = (1, 8, 8)
+
+
+def test_the_wgan_generator_step_leaves_the_critic_without_gradients() -> None:
+    """No critic gradient is computed, so under DDP none is all-reduced for nothing."""
+    config = tiny_config(generator={"kind": "wgan-gp"})
+    gan = new_scholar(config, SHAPE, 6).generator
+    before = {k: v.clone() for k, v in gan.critic.state_dict().items()}
+    WGANGPTrainer(gan, config, lambda m: m, torch.Generator()).generator_update(torch.randn(16, 8))
+    assert all(p.grad is None for p in gan.critic.parameters())
+    assert all(p.grad is not None for p in gan.generator.parameters())
+    assert all(torch.equal(before[k], v) for k, v in gan.critic.state_dict().items())
+
+
+def test_a_batch_without_replay_has_no_replayed_rows() -> None:
+    targets = Targets(None, torch.tensor([[0, 2]] * 4), hard=torch.zeros(4, dtype=torch.long))
+    assert Batch(torch.rand(4, *SHAPE), 4, targets).replayed is None
+    with_replay = Batch(torch.rand(8, *SHAPE), 4, targets, targets)
+    assert torch.equal(with_replay.replayed, with_replay.x[4:])
