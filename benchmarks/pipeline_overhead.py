@@ -98,7 +98,9 @@ def main() -> None:
     p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--iterations", type=int, default=500,
                    help="solver and generator iterations per task (2000: the reference protocol)")
-    p.add_argument("--workers", default="default,1,2", help="pipeline layouts: default and/or worker counts")
+    p.add_argument("--runners", default="core,default,1,2",
+                   help="comma list: core (the single-process runner), default (the main job as configured), "
+                        "or a pipeline worker count")
     p.add_argument("--seeds", default="1")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     p.add_argument("--json", default=None, help="results file (default results/pipeline_overhead_<it>.json)")
@@ -112,7 +114,7 @@ def main() -> None:
                  "run.device=cpu", *args.set]
     path = Path(args.json or f"results/pipeline_overhead_{args.iterations}.json")
     runs: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
-    runners = ["core", *args.workers.split(",")]
+    runners = args.runners.split(",")
     for seed in [int(s) for s in args.seeds.split(",")]:
         for runner in runners:  # back to back per seed, so a slow spell of the machine hits all runners
             key = {"runner": runner, "seed": seed, "overrides": overrides}
