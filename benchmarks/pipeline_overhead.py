@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -41,12 +42,13 @@ def core_wall(overrides: list[str], data_root: Path) -> tuple[float, float]:
 
 def pipeline_wall(overrides: list[str], data_root: Path, workers: int) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory() as workdir:
-        args = [sys.executable, str(REPO / "pipelines" / "sequence.py"), "--data-root", str(data_root),
+        args = [sys.executable, "-m", "pipelines.sequence", "--data-root", str(data_root),
                 "--workdir", workdir, "--json", f"{workdir}/result.json"]
         for item in [*overrides, f"pipeline.num_workers={workers}", f"pipeline.threads_per_worker={2 // workers}"]:
             args += ["--set", item]
         start = time.perf_counter()
-        subprocess.run(args, check=True, cwd=workdir, stdout=subprocess.DEVNULL)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        subprocess.run(args, check=True, cwd=workdir, env=env, stdout=subprocess.DEVNULL)  # this checkout's code
         wall = time.perf_counter() - start
         return wall, json.loads(Path(workdir, "result.json").read_text())
 
