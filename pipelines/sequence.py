@@ -13,25 +13,18 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
-from dgr.checkpoint import CheckpointError
-from dgr.config import ConfigError
-from dgr.datasets import DatasetError, resolve_data_root
-from pipelines import registry
+from dgr.datasets import resolve_data_root
+from pipelines import cli
 from pipelines.chain import run_chain
 from pipelines.settings import load_settings
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Learn a stream of tasks with Deep Generative Replay on Ray Train.")
-    p.add_argument("--config", type=Path, default=None, help="YAML config (default configs/split_mnist.yaml)")
-    p.add_argument("--data-root", default=None, help="datasets root (default $DGR_DATA_ROOT or ./data)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p = cli.parser("Learn a stream of tasks with Deep Generative Replay on Ray Train.",
+                   "YAML config (default configs/split_mnist.yaml)")
     p.add_argument("--restart", action="store_true", help="start a new chain instead of resuming")
-    p.add_argument("--json", type=Path, default=None, help="write the results here")
-    p.add_argument("--workdir", type=Path, default=Path.cwd(), help="embedded MLflow store and Ray run state")
     return p.parse_args(argv)
 
 
@@ -52,12 +45,10 @@ def main(argv: Sequence[str] | None = None, **chain_options: Any) -> int:
         config, pipeline = load_settings(args.config, args.set)
         result = run_chain(config, pipeline, resolve_data_root(args.data_root), args.workdir, args.restart,
                            **chain_options)
-    except (ConfigError, DatasetError, CheckpointError, registry.RegistryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except cli.BAD_INPUT as exc:
+        return cli.failed(exc, 2)
     except RuntimeError as exc:  # Ray Train gave up; its own log above has the worker's traceback
-        print(f"error: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
-        return 1
+        return cli.failed(exc, 1)
     summary = result.summary()
     print_result(summary)
     if args.json is not None:

@@ -26,10 +26,9 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from dgr.checkpoint import CheckpointError
-from dgr.config import Config, ConfigError, config_hash, flatten, from_flat
-from dgr.datasets import DatasetError, resolve_data_root
-from pipelines import figures, registry
+from dgr.config import Config, config_hash, flatten, from_flat
+from dgr.datasets import resolve_data_root
+from pipelines import cli, figures, registry
 from pipelines.chain import EXPERIMENT
 from pipelines.cluster import TRIAL_CPU, alive_nodes, pinned, ray_init_args, trial_plan, trial_slots
 from pipelines.search_space import SweepSpec, parse_sweep
@@ -174,14 +173,9 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Ray Tune sweep of replay ratio and generator capacity.")
-    p.add_argument("--config", type=Path, default=None, help="YAML config with a `sweep:` section")
+    p = cli.parser("Ray Tune sweep of replay ratio and generator capacity.", "YAML config with a `sweep:` section")
     p.add_argument("--samples", type=int, default=None, help="trials (overrides sweep.samples)")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--name", default="", help="sweep name (default: from the config hash); reuse it to resume")
-    p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--workdir", type=Path, default=Path.cwd())
     return p.parse_args(argv)
 
 
@@ -194,15 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             sweep_values["samples"] = args.samples
         spec = parse_sweep(sweep_values, config)
         summary = run_sweep(config, pipeline, spec, resolve_data_root(args.data_root), args.workdir, args.name)
-    except (ConfigError, DatasetError, CheckpointError, registry.RegistryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except cli.BAD_INPUT as exc:
+        return cli.failed(exc, 2)
     except SweepInterrupted as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 130
+        return cli.failed(exc, 130)
     except RuntimeError as exc:  # e.g. every trial failed; Tune's log above has the trials' tracebacks
-        print(f"error: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
-        return 1
+        return cli.failed(exc, 1)
     print(summary["table"])
     print(f"best: trial {summary['best']['trial']} -> {summary['best_model_uri']}")
     if args.json is not None:
