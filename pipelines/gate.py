@@ -3,7 +3,8 @@
 One worker group trains the whole chain (a `TorchTrainer.fit()` costs ~20 s to start, so one per task
 would dominate short tasks). After each task rank 0 posts the trained scholar here; the driver evaluates
 and registers it, then releases the workers, who load it back from the registry for the next task.
-A restarted worker group (after a worker died) asks where to resume: the first unregistered task.
+A restarted worker group (after a worker died) asks where to resume: the first unregistered task; only
+its rank 0 asks (`pipelines.worker`). The driver runs this class as an async Ray actor holding no CPU.
 """
 
 from __future__ import annotations
@@ -11,10 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import ray
 
-
-@ray.remote(num_cpus=0)
 class TaskGate:
     def __init__(self, first_task: int):
         self._next = first_task  # first task not registered yet

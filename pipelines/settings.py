@@ -1,7 +1,8 @@
 """Reading configs: YAML files in `configs/` plus `--set key=value` overrides.
 
 A file holds the science sections of `dgr.config.Config` and one `pipeline` section for how the chain
-runs (workers, GPU, retries), which never changes the config hash.
+runs (workers, GPUs, retries), which never changes the config hash. `auto` values are resolved against
+the Ray cluster once it is joined (`pipelines.cluster.plan_workers`).
 """
 
 from __future__ import annotations
@@ -9,33 +10,40 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
 from dgr.config import Config, ConfigError, from_dict, parse_override
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "split_mnist.yaml"
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     name: str = ""  # registered model of the chain; "" derives it from the stream, scenario and arm
-    num_workers: int = 2
-    use_gpu: str = "auto"  # "auto" (when CUDA is visible to the driver), "true" or "false"
-    threads_per_worker: int = 1
+    num_workers: int | str = AUTO  # auto: one per GPU on a GPU cluster, else one
+    use_gpu: str = AUTO  # auto: when the cluster has a GPU; "true" or "false"
+    gpus_per_worker: float = 1.0  # a fraction (e.g. 0.25) packs several sweep trials on one GPU
+    threads_per_worker: int | str = AUTO  # auto: the CPUs the worker reserves
+    worker_cpus: float = 0.0  # CPUs a worker reserves; 0 = its threads, or its share of a node when auto
     max_failures: int = 2  # Ray Train restarts of a worker group that lost a worker
-    storage_path: str = ""  # Ray Train checkpoints: a folder or s3://bucket/prefix; "" = ./ray_results
-    worker_cpus: float = 0.0  # CPUs a worker reserves; 0 = threads_per_worker (sweeps use 0.99, see sweep.py)
+    storage_path: str = ""  # Ray Train's run state: a folder or s3://bucket/prefix; "" = <workdir>/ray_results
 
     def __post_init__(self) -> None:
         for name, low in (("num_workers", 1), ("threads_per_worker", 1), ("max_failures", 0)):
             value = getattr(self, name)
+            if value == AUTO and name != "max_failures":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"pipeline.{name}: expected an integer >= {low}, got {value!r}")
-        if not isinstance(self.worker_cpus, (int, float)) or self.worker_cpus < 0:
+                allowed = "'auto' or an integer" if name != "max_failures" else "an integer"
+                raise ConfigError(f"pipeline.{name}: expected {allowed} >= {low}, got {value!r}")
+        if not _number(self.worker_cpus) or self.worker_cpus < 0:
             raise ConfigError(f"pipeline.worker_cpus: expected a number >= 0, got {self.worker_cpus!r}")
-        if self.use_gpu not in ("auto", "true", "false"):
+        if not _number(self.gpus_per_worker) or not 0 < self.gpus_per_worker <= 1:
+            raise ConfigError(f"pipeline.gpus_per_worker: expected a number in (0, 1], got {self.gpus_per_worker!r}")
+        if self.use_gpu not in (AUTO, "true", "false"):
             raise ConfigError(f"pipeline.use_gpu: expected one of auto, true, false, got {self.use_gpu!r}")
         if not isinstance(self.name, str) or any(c in self.name for c in " /@:"):
             raise ConfigError(f"pipeline.name: expected a name without spaces, '/', '@' or ':', got {self.name!r}")
@@ -45,6 +53,22 @@ class PipelineConfig:
             return self.name
         arm = config.replay.arm + ("-distill" if config.replay.arm == "gr" and config.replay.targets == "soft" else "")
         return f"dgr-{config.stream.name}-{config.stream.scenario}-{arm}"
+
+    def ray_storage(self, workdir: Path) -> str:
+        """Where Ray Train (and Tune) keep their run state. Only processes on the driver's node write a
+        local default: the chain reports no Ray checkpoints (the registry holds the scholars)."""
+        return self.storage_path or str((workdir / "ray_results").resolve())
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_batch_split(config: Config, num_workers: int) -> None:
+    """The global batch is split evenly across the workers: one that does not divide fails here."""
+    if config.solver.batch_size % num_workers:
+        raise ConfigError(f"solver.batch_size: {config.solver.batch_size} does not divide among "
+                          f"pipeline.num_workers = {num_workers} workers; use a multiple of {num_workers}")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -69,7 +93,7 @@ def load_settings(path: Path | None, overrides: Sequence[str] = ()) -> tuple[Con
     values.pop("sweep", None)  # read by pipelines/sweep.py
     pipeline_values = dict(values.pop("pipeline", None) or {})
     science: dict[str, dict[str, Any]] = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
-    known_pipeline = {f.name: f.type for f in dataclasses.fields(PipelineConfig)}
+    known_pipeline = [f.name for f in dataclasses.fields(PipelineConfig)]
     for text in overrides:
         key, sep, raw = text.partition("=")
         section, _, name = key.partition(".")
@@ -78,26 +102,32 @@ def load_settings(path: Path | None, overrides: Sequence[str] = ()) -> tuple[Con
         if section == "pipeline":
             if name not in known_pipeline:
                 raise ConfigError(f"{key}: unknown config key (pipeline keys: {', '.join(known_pipeline)})")
-            default = getattr(PipelineConfig(), name)
-            pipeline_values[name] = _typed(key, raw, default)
+            pipeline_values[name] = _typed(key, raw, PARSERS.get(name, str))
         else:
             key, value = parse_override(text)
             science.setdefault(section, {})[name] = value
     for name in pipeline_values:
         if name not in known_pipeline:
             raise ConfigError(f"pipeline.{name}: unknown config key (pipeline keys: {', '.join(known_pipeline)})")
-    return from_dict(science), PipelineConfig(**pipeline_values)
+    config, pipeline = from_dict(science), PipelineConfig(**pipeline_values)
+    if pipeline.num_workers != AUTO:
+        check_batch_split(config, pipeline.num_workers)
+    return config, pipeline
 
 
-def _typed(key: str, raw: str, default: Any) -> Any:
-    if isinstance(default, float):
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{key}: expected float, got {raw!r}") from None
-    if isinstance(default, int):
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{key}: expected int, got {raw!r}") from None
-    return raw
+def _auto_or_int(raw: str) -> int | str:
+    return AUTO if raw == AUTO else int(raw)
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "num_workers": _auto_or_int, "threads_per_worker": _auto_or_int, "max_failures": int,
+    "gpus_per_worker": float, "worker_cpus": float,
+}
+
+
+def _typed(key: str, raw: str, parse: Callable[[str], Any]) -> Any:
+    try:
+        return parse(raw)
+    except ValueError:
+        expected = {int: "int", float: "float", _auto_or_int: "'auto' or int"}.get(parse, "a value")
+        raise ConfigError(f"{key}: expected {expected}, got {raw!r}") from None

@@ -1,13 +1,15 @@
 """Ray Tune sweep of the replay ratio and the generator capacity (and any other config key).
 
-    python pipelines/sweep.py --config configs/split_mnist.yaml --samples N [--data-root DIR] [--set k=v ...]
+    dgr-sweep --config configs/sweep_split_mnist.yaml --samples N [--data-root DIR] [--set k=v ...]
+    python -m pipelines.sweep ...     (the same; `python pipelines/sweep.py` under `ray job submit`)
 
-Each trial (`pipelines.trial.ChainTrial`) runs a whole task chain (`pipelines.sequence.run_chain`, whose
+Each trial (`pipelines.trial.ChainTrial`) runs a whole task chain (`pipelines.chain.run_chain`, whose
 Ray Train `TorchTrainer` runs inside the trial: the Train V2 + Tune pattern, not Trainer-in-Tuner) and
 reports after every task its average accuracy so far, so ASHA stops hopeless trials after the first
 tasks; a stopped trial ends its chain and its worker group before it goes. The objective is the final
-average accuracy. Trials hold (almost) no CPU themselves so their Train workers can run on a 2-core
-machine. One MLflow run for the sweep; each trial's chain run nests under it; the best trial's final
+average accuracy. The trials' workers are planned once, from the cluster (`pipelines.cluster.trial_plan`:
+by default one worker per trial, on a fraction of a GPU with `pipeline.gpus_per_worker`); trials hold
+(almost) no CPU themselves so their Train workers can run on a 2-core machine. One MLflow run for the sweep; each trial's chain run nests under it; the best trial's final
 scholar gets the alias `best`. Rerunning the same sweep restores it with Tune (finished trials stay).
 """
 
@@ -21,27 +23,22 @@ import signal
 import sys
 import tempfile
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dgr.checkpoint import CheckpointError  # noqa: E402
-from dgr.config import Config, ConfigError, config_hash, flatten, from_flat  # noqa: E402
-from dgr.datasets import DatasetError, resolve_data_root  # noqa: E402
-from pipelines import figures, registry  # noqa: E402
-from pipelines.search_space import SweepSpec, parse_sweep  # noqa: E402
-from pipelines.sequence import EXPERIMENT, _ray_init_args, wants_gpu  # noqa: E402
-from pipelines.settings import DEFAULT_CONFIG, PipelineConfig, load_settings, read_yaml  # noqa: E402
+from dgr.config import Config, config_hash, flatten, from_flat
+from dgr.datasets import resolve_data_root
+from pipelines import cli, figures, registry
+from pipelines.chain import EXPERIMENT
+from pipelines.cluster import TRIAL_CPU, alive_nodes, pinned, ray_init_args, trial_plan, trial_slots
+from pipelines.search_space import SweepSpec, parse_sweep
+from pipelines.settings import DEFAULT_CONFIG, PipelineConfig, check_batch_split, load_settings, read_yaml
 
 
 class SweepInterrupted(Exception):
     """Tune stopped on a signal before every trial ended; its saved state lets a rerun resume it."""
 
 
-TRIAL_CPU = 0.01  # a trial's own driver; measured here: a trial holding a CPU starves its own workers
-WORKER_CPU = 0.99
 
 
 @contextlib.contextmanager
@@ -65,15 +62,6 @@ def _interruptible() -> Iterator[threading.Event]:
     finally:
         signal.signal(signal.SIGINT, previous)
         os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-
-
-def trial_slots(resources: dict[str, float], num_workers: int, use_gpu: bool) -> int:
-    """How many trials' worker groups fit in the cluster at once (at least 1). More trials would start
-    anyway (a trial holds only 0.01 CPU) and wait inside their TorchTrainer, each a process holding memory."""
-    slots = resources.get("CPU", 0.0) // (num_workers * WORKER_CPU)
-    if use_gpu:
-        slots = min(slots, resources.get("GPU", 0.0) // num_workers)
-    return max(1, int(slots))
 
 
 def _tuner(spec: SweepSpec, config: Config, pipeline: PipelineConfig, data_root: Path, workdir: Path,
@@ -137,15 +125,17 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
     num_tasks = len(build_stream(config.stream, data_root, config.run.seed))  # bad data fails here
     registry.configure_tracking(workdir)
     experiment = registry.ensure_experiment(EXPERIMENT, workdir)
+    if not ray.is_initialized():
+        ray.init(**ray_init_args())
+    nodes = alive_nodes()
+    plan = trial_plan(pipeline, nodes)
+    check_batch_split(config, plan.num_workers)
     sweep = name or f"sweep-{config_hash(config)}"
     sweep_run = registry.start_sweep_run(experiment, sweep, {"space": json.dumps(spec.space),
                                                              "samples": str(spec.samples)})
-    if not ray.is_initialized():
-        ray.init(**_ray_init_args())
-    storage = pipeline.storage_path or str((workdir / "ray_results").resolve())
-    pipeline = replace(pipeline, worker_cpus=WORKER_CPU)
-    concurrent = spec.max_concurrent or trial_slots(ray.cluster_resources(), pipeline.num_workers, wants_gpu(pipeline))
-    print(f"sweep {sweep}: up to {concurrent} trial(s) at a time", flush=True)
+    concurrent = spec.max_concurrent or trial_slots(nodes, plan)
+    print(f"sweep {sweep}: up to {concurrent} trial(s) at a time, each with {plan.describe()}", flush=True)
+    storage, pipeline = pipeline.ray_storage(workdir), pinned(pipeline, plan)
     with _interruptible() as interrupted:
         results = _tuner(spec, config, pipeline, data_root, workdir, sweep, sweep_run, num_tasks, storage,
                          concurrent).fit()
@@ -183,14 +173,9 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Ray Tune sweep of replay ratio and generator capacity.")
-    p.add_argument("--config", type=Path, default=None, help="YAML config with a `sweep:` section")
+    p = cli.parser("Ray Tune sweep of replay ratio and generator capacity.", "YAML config with a `sweep:` section")
     p.add_argument("--samples", type=int, default=None, help="trials (overrides sweep.samples)")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--name", default="", help="sweep name (default: from the config hash); reuse it to resume")
-    p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--workdir", type=Path, default=Path.cwd())
     return p.parse_args(argv)
 
 
@@ -203,15 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             sweep_values["samples"] = args.samples
         spec = parse_sweep(sweep_values, config)
         summary = run_sweep(config, pipeline, spec, resolve_data_root(args.data_root), args.workdir, args.name)
-    except (ConfigError, DatasetError, CheckpointError, registry.RegistryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except cli.BAD_INPUT as exc:
+        return cli.failed(exc, 2)
     except SweepInterrupted as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 130
+        return cli.failed(exc, 130)
     except RuntimeError as exc:  # e.g. every trial failed; Tune's log above has the trials' tracebacks
-        print(f"error: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
-        return 1
+        return cli.failed(exc, 1)
     print(summary["table"])
     print(f"best: trial {summary['best']['trial']} -> {summary['best_model_uri']}")
     if args.json is not None:

@@ -23,7 +23,7 @@ from ray import tune
 
 from dgr.config import from_flat
 from dgr.evaluation import Matrix, average_accuracy, mean_forgetting
-from pipelines.sequence import ChainStopped, run_chain
+from pipelines.chain import ChainStopped, run_chain
 from pipelines.settings import PipelineConfig
 
 _GO, _STOP = "go", "stop"

@@ -1,27 +1,30 @@
 """The Ray Train worker loop: each rank trains the chain's tasks with DDP, one task after the other.
 
-Per task: load the previous scholar from the MLflow registry (frozen, never in DDP nor an optimizer),
-train the new scholar on this rank's shard with this rank's replay samples (`dgr.train_task`), rank 0
-writes the checkpoint and posts the scholar to the driver, every rank reports, all wait until the driver
-has registered it.
+Per task: rank 0 asks the driver's gate which task is next and broadcasts it, so every rank of a
+(restarted) worker group trains the same one; each rank loads the previous scholar from the MLflow
+registry (frozen, never in DDP nor an optimizer) and trains the new scholar on its shard with its own
+replay samples (`dgr.train_task`); rank 0 posts the scholar to the driver; every rank reports its metrics
+(no Ray checkpoint: the registry is the checkpoint) and waits until the driver has registered it.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
+import logging
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import ray
 import ray.train
 import ray.train.torch
 import torch
+from ray.train.collective import broadcast_from_rank_zero
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dgr.checkpoint import save_scholar
 from dgr.config import Config, from_flat
 from dgr.scenario import Scenario, output_size
 from dgr.scholar import Scholar, new_scholar
@@ -30,6 +33,11 @@ from dgr.streams import Task, build_stream
 from dgr.targets import LabelledData
 from dgr.training import Progress, train_task
 from pipelines import registry
+
+# Ray Train prints a worker's `print` twice (its print patch logs it and tees it to the wrapped stdout);
+# a logger reaches Train's console handler once.
+log = logging.getLogger("dgr.worker")
+Hook = Callable[[int, Progress], None]  # (rank, progress): tests only, e.g. a worker that dies once
 
 
 def _ddp(device: torch.device, world_size: int):
@@ -54,12 +62,43 @@ def _starting_scholar(config: Config, chain: str, tasks: list[Task], k: int, dev
     return registry.load_registered_scholar(chain, k - 1, device)
 
 
-def _fault(spec: str, rank: int) -> tuple[int, int, Path] | None:
-    """Fault injection for failure tests: "task:iteration:marker" kills rank 1 once at that point."""
-    if not spec or rank != 1:
+def load_hook(spec: Mapping[str, Any] | None) -> Hook | None:
+    """`{"target": "module:function", "kwargs": {...}}` from the driver's settings, or None."""
+    if not spec:
         return None
-    task, iteration, marker = spec.split(":", 2)
-    return int(task), int(iteration), Path(marker)
+    module, _, name = spec["target"].partition(":")
+    return functools.partial(getattr(importlib.import_module(module), name), **spec.get("kwargs", {}))
+
+
+def _progress(rank: int, log_every: int, hook: Hook | None) -> Callable[[Progress], None]:
+    def report(event: Progress) -> None:
+        if rank == 0 and (event.iteration % log_every == 0 or event.iteration == event.iterations):
+            losses = " ".join(f"{k} {v:.4f}" for k, v in event.losses.items())
+            log.info("task %d iteration %d/%d %s", event.task, event.iteration, event.iterations, losses)
+
+    if hook is None:
+        return report
+
+    def hooked(event: Progress) -> None:
+        hook(rank, event)
+        report(event)
+    return hooked
+
+
+def _node_ids(world_size: int) -> list[str]:
+    """The Ray node of every rank, in rank order."""
+    node = ray.get_runtime_context().get_node_id()
+    if world_size == 1:
+        return [node]
+    nodes: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(nodes, node)
+    return nodes
+
+
+def _next_task(gate: Any, rank: int) -> int:
+    """Rank 0 asks the gate and tells the others: ranks asking one by one could get different answers
+    while the driver registers a task, and DDP would then average gradients of two tasks."""
+    return broadcast_from_rank_zero(ray.get(gate.next_task.remote()) if rank == 0 else None)
 
 
 def train_chain(settings: dict[str, Any]) -> None:
@@ -73,19 +112,11 @@ def train_chain(settings: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     tasks = build_stream(config.stream, settings["data_root"], config.run.seed)
     gate = ray.get_actor(settings["gate"], namespace=settings["namespace"])
-    log_every = settings["log_every"]
+    hook = load_hook(settings.get("hook"))
+    progress = _progress(rank, settings["log_every"], hook)
+    nodes = _node_ids(world_size)
 
-    die_at = _fault(settings["fault"], rank)
-
-    def progress(event: Progress) -> None:
-        if die_at is not None and (event.task, event.iteration) >= die_at[:2] and not die_at[2].exists():
-            die_at[2].touch()  # once: the retried worker group must get through
-            os._exit(1)
-        if rank == 0 and event.iteration % log_every == 0:
-            losses = " ".join(f"{k} {v:.4f}" for k, v in event.losses.items())
-            print(f"task {event.task} iteration {event.iteration}/{event.iterations} {losses}", flush=True)
-
-    while (k := ray.get(gate.next_task.remote())) < len(tasks):
+    while (k := _next_task(gate, rank)) < len(tasks):
         scholar = _starting_scholar(config, settings["chain"], tasks, k, device)
         previous = scholar.frozen_copy() if k else None
         stored = _stored(config, tasks, k)
@@ -94,21 +125,16 @@ def train_chain(settings: dict[str, Any]) -> None:
         data = training_data(config, stored, tasks[k])
         training = train_task(scholar, data, infos[k], config, replay, rank=rank, world_size=world_size,
                               device=device, wrap=_ddp(device, world_size), callback=progress,
-                              log_every=min(log_every, 10) if die_at else log_every)
+                              log_every=1 if hook else settings["log_every"])
         metrics = {"task": k, "rank": rank, "train_seconds": training.seconds,
                    "iterations_per_second": training.iterations_per_second,
                    **{f"loss_{name}": value for name, value in training.losses.items()}}
+        ray.train.report(metrics)
         if rank == 0:
-            with tempfile.TemporaryDirectory() as folder:
-                save_scholar(scholar, Path(folder) / "scholar")
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                                 checkpoint_dir_name=f"task-{k}")
             # Bytes, not tensors: the gate then never imports torch to pass them on (seconds per chain).
             weights = io.BytesIO()
             torch.save({name: t.detach().cpu() for name, t in scholar.state_dict().items()}, weights)
             ray.get(gate.trained.remote(k, {"spec": scholar.spec, "weights": weights.getvalue(),
-                                            "metrics": metrics}))
-        else:
-            ray.train.report(metrics)
+                                            "metrics": metrics, "nodes": nodes}))
         if not ray.get(gate.wait_registered.remote(k)):
             return  # the driver gave up on the chain and reports why

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -38,12 +37,22 @@ def _version_count(chain: str = "tiny-chain") -> int:
     ("generator.latent=-3", "generator.latent"),
     ("pipeline.num_workers=0", "pipeline.num_workers"),
     ("pipeline.colour=red", "pipeline.colour"),
+    ("pipeline.num_workers=many", "pipeline.num_workers"),
+    ("pipeline.gpus_per_worker=1.5", "pipeline.gpus_per_worker"),
 ])
 def test_bad_config_values_fail_with_their_dotted_name(
         override: str, named: str, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(chain_args(fake_data_root, workdir, override)) == 2
     assert named in _error(capsys)
     assert not (workdir / "mlflow.db").exists()  # nothing was started or written
+
+
+def test_a_batch_that_does_not_split_evenly_across_workers_fails_at_config_time(
+        fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(chain_args(fake_data_root, workdir, "pipeline.num_workers=3")) == 2  # batch 32
+    message = _error(capsys)
+    assert "solver.batch_size" in message and "pipeline.num_workers" in message
+    assert not (workdir / "mlflow.db").exists()  # nothing started, nothing registered
 
 
 def test_unknown_key_in_a_config_file_is_named(workdir: Path, capsys: pytest.CaptureFixture) -> None:

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_artifacts_and_ray_checkpoints_land_on_s3(
+def test_artifacts_and_ray_run_state_land_on_s3(
         fake_data_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
@@ -42,7 +42,9 @@ def test_artifacts_and_ray_checkpoints_land_on_s3(
             ray.shutdown()
         keys = [o["Key"] for o in s3_client(endpoint).list_objects_v2(Bucket="dgr").get("Contents", [])]
         assert sum(k.startswith("mlflow/") and k.endswith("scholar/weights.pt") for k in keys) == 2
-        assert sum(k.startswith("ray/") and k.endswith("scholar/weights.pt") for k in keys) == 2
+        # Ray Train keeps its run state there and no scholar: the registry is the chain's checkpoint.
+        assert any(k.startswith("ray/") for k in keys)
+        assert not any(k.startswith("ray/") and k.endswith(".pt") for k in keys)
         assert len(MlflowClient().search_model_versions("name='tiny-chain'")) == 2
     finally:
         server.stop()
@@ -69,15 +71,17 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        deadline = time.monotonic() + 120
+        # A trivial job, not `ray job list`: the dashboard answers before its job agent takes jobs
+        # ("No available agent to submit job", seen on a loaded machine).
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            probe = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "list", "--address", address],
-                                   env=env, capture_output=True)
+            probe = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address,
+                                    "--", "python", "-c", "pass"], env=env, capture_output=True, timeout=120)
             if probe.returncode == 0:
                 break
             time.sleep(2)
         else:
-            pytest.fail("ray start --head did not answer on its dashboard within 120 s")
+            pytest.fail("ray start --head did not take a job within 180 s")
         yield address, env
     finally:
         os.killpg(head.pid, signal.SIGTERM)

@@ -36,7 +36,10 @@ def test_ray_cluster_config_passes_ray_validation():
     assert prepared["cluster_name"] == "dgr"
     assert prepared["provider"]["type"] == "aws"
     gpu_types = [t for t in prepared["available_node_types"].values() if t["resources"].get("GPU", 0) >= 1]
-    assert len(gpu_types) == 1 and gpu_types[0]["min_workers"] == 0 and gpu_types[0]["max_workers"] >= 1
+    # One GPU node stays up: `pipeline.use_gpu: auto` decides from the nodes that are up when a job starts.
+    assert len(gpu_types) == 1 and gpu_types[0]["min_workers"] >= 1 and gpu_types[0]["max_workers"] >= 1
+    head = prepared["available_node_types"][prepared["head_node_type"]]
+    assert head["resources"].get("GPU", 0) == 0  # the driver's node: no GPU, so auto must not ask the driver
 
 
 def test_ray_validation_rejects_an_unknown_key():

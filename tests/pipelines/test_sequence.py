@@ -1,19 +1,21 @@
-"""The main job end to end on a local Ray with 2 gloo workers: chain, registry lineage, resume, failures."""
+"""The main job end to end on a local Ray with 2 gloo workers: chain, registry lineage, resume, failures,
+and every rank on the task rank 0 was given."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
-from dgr.checkpoint import load_scholar
-from pipelines import registry
+from pipelines import chain as chain_module
+from pipelines.chain import WorkerHook
 from pipelines.sequence import main
 from tests.pipelines.conftest import chain_args
+from tests.pipelines.worker_hooks import RaceGate
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 
@@ -35,10 +37,10 @@ def _numbers(versions: list) -> list[str]:
     return [str(v.version) for v in versions]  # SQLite stores gives ints, servers strings
 
 
-def _same_outputs(a, b) -> bool:
-    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    z = torch.randn(8, a.generator.latent, generator=torch.Generator().manual_seed(1))
-    return torch.equal(a.label(x), b.label(x)) and torch.equal(a.generator.decoder(z), b.generator.decoder(z))
+def _die_once(workdir: Path) -> WorkerHook:
+    """Rank 1 dies once, at iteration 10 of task 1."""
+    return WorkerHook("tests.pipelines.worker_hooks:die_once",
+                      {"task": 1, "iteration": 10, "marker": str(workdir / "killed")})
 
 
 def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
@@ -64,11 +66,10 @@ def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
     assert [m.step for m in history] == [0, 1, 2]
     assert history[-1].value == pytest.approx(result["average_accuracy"])
     assert chain_run.data.metrics["average_accuracy"] == pytest.approx(result["average_accuracy"])
-    # Rank 0 wrote exactly one checkpoint per task; the registry's scholar is that one.
-    checkpoints = sorted(p.name for p in (workdir / "ray_results").glob("*/task-*"))
-    assert checkpoints == ["task-0", "task-1", "task-2"]
-    trained = load_scholar(next((workdir / "ray_results").glob("*/task-2")) / "scholar")
-    assert _same_outputs(registry.load_registered_scholar("tiny-chain", 2), trained)
+    # The registry is the only checkpoint: Ray Train keeps its run state and no scholar.
+    assert (workdir / "ray_results").is_dir() and not list((workdir / "ray_results").rglob("*.pt"))
+    assert [len(nodes) for nodes in result["worker_nodes"]] == [2, 2, 2]
+    assert result["workers"]["num_workers"] == 2
 
     capsys.readouterr()
     assert main(chain_args(fake_data_root, workdir)) == 0  # same chain, same config: nothing to do
@@ -83,20 +84,16 @@ def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
 
 
 def test_a_killed_worker_is_retried_and_each_task_still_yields_one_version(
-        ray_session: None, fake_data_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    marker = workdir / "killed"
-    monkeypatch.setenv("DGR_FAULT_INJECTION", f"1:10:{marker}")
-    assert main(chain_args(fake_data_root, workdir)) == 0
-    assert marker.exists()  # rank 1 really died during task 1
+        ray_session: None, fake_data_root: Path, workdir: Path) -> None:
+    assert main(chain_args(fake_data_root, workdir), hook=_die_once(workdir)) == 0
+    assert (workdir / "killed").exists()  # rank 1 really died during task 1
     assert _numbers(_versions()) == ["1", "2", "3"]
     assert [v.tags["task"] for v in _versions()] == ["0", "1", "2"]
 
 
 def test_a_chain_whose_workers_keep_dying_fails_and_marks_its_run_failed(
-        ray_session: None, fake_data_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setenv("DGR_FAULT_INJECTION", f"1:10:{workdir / 'killed'}")
-    assert main(chain_args(fake_data_root, workdir, "pipeline.max_failures=0")) == 1
+        ray_session: None, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(chain_args(fake_data_root, workdir, "pipeline.max_failures=0"), hook=_die_once(workdir)) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: Ray Train stopped before task 1")
     assert _numbers(_versions()) == ["1"]  # task 0 only: nothing of task 1 was registered
     client = MlflowClient()
@@ -104,3 +101,22 @@ def test_a_chain_whose_workers_keep_dying_fails_and_marks_its_run_failed(
                               filter_string="tags.`dgr.chain` = 'tiny-chain'")
     chain_runs = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]  # not its task runs
     assert [run.info.status for run in chain_runs] == ["FAILED"]
+
+
+def test_the_race_gate_answers_ranks_differently() -> None:
+    """Guards the test below: asking one by one, two ranks would be told different tasks."""
+    async def ask_twice() -> tuple[int, int]:
+        gate = RaceGate(0)
+        return await gate.next_task(), await gate.next_task()
+
+    assert asyncio.run(ask_twice()) == (0, 1)
+
+
+def test_every_rank_trains_the_task_rank_0_was_given(
+        ray_session: None, fake_data_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chain_module, "TaskGate", RaceGate)
+    record = WorkerHook("tests.pipelines.worker_hooks:record_task", {"folder": str(workdir)})
+    assert main(chain_args(fake_data_root, workdir, "stream.num_tasks=2"), hook=record) == 0
+    trained = {rank: (workdir / f"rank-{rank}").read_text().split() for rank in (0, 1)}
+    assert trained == {0: ["0", "1"], 1: ["0", "1"]}
+    assert [v.tags["task"] for v in _versions()] == ["0", "1"]

@@ -18,8 +18,7 @@ from mlflow.tracking import MlflowClient
 from dgr.config import ConfigError
 from pipelines.search_space import parse_sweep
 from pipelines.settings import load_settings
-from pipelines.sweep import main, trial_slots
-from tests.conftest import REPO
+from pipelines.sweep import main
 from tests.pipelines.conftest import TINY_CHAIN, tiny_sweep_sets
 
 BASE, _ = load_settings(None, TINY_CHAIN)
@@ -61,14 +60,6 @@ def test_cli_reports_a_bad_space_in_one_line(tmp_path: Path, capsys: pytest.Capt
     assert err[-1].startswith("error: sweep.space.replay.ratio")
 
 
-def test_trial_slots_count_whole_worker_groups() -> None:
-    assert trial_slots({"CPU": 2.0}, num_workers=1, use_gpu=False) == 2
-    assert trial_slots({"CPU": 2.0}, num_workers=2, use_gpu=False) == 1
-    assert trial_slots({"CPU": 1.0}, num_workers=4, use_gpu=False) == 1  # never 0: one trial waits for workers
-    assert trial_slots({"CPU": 64.0, "GPU": 4.0}, num_workers=2, use_gpu=True) == 2
-    assert trial_slots({"CPU": 64.0, "GPU": 4.0}, num_workers=2, use_gpu=False) == 32
-
-
 def _sweep(data_root: Path, workdir: Path, workers: int) -> list[str]:
     """`python pipelines/sweep.py ...` (run it in `workdir`) on the tiny stream: 4 trials, one at a time,
     two good and two hopeless learning rates in that order so ASHA compares them in order."""
@@ -76,7 +67,7 @@ def _sweep(data_root: Path, workdir: Path, workers: int) -> list[str]:
     config.write_text("sweep:\n  samples: 1\n  max_concurrent: 1\n  grace_period: 1\n  reduction_factor: 2\n"
                       "  space:\n    solver.lr: {grid: [0.01, 1.0e-7, 0.003, 1.0e-7]}\n")
     # Paths relative to the sweep's working directory, as a user types them: trials run elsewhere.
-    args = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "--config", "sweep.yaml", "--data-root",
+    args = [sys.executable, "-m", "pipelines.sweep", "--config", "sweep.yaml", "--data-root",
             os.path.relpath(data_root, workdir), "--workdir", ".", "--name", "tiny-sweep", "--json", "sweep.json"]
     return args + tiny_sweep_sets("stream.num_tasks=2", f"pipeline.num_workers={workers}", "replay.arm=none")
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import pytest
 
 from pipelines import trial as trial_module
-from pipelines.sequence import ChainResult, ChainStopped
+from pipelines.chain import ChainResult, ChainStopped
 
 MATRIX = [[0.9, None, None], [0.8, 0.7, None], [0.6, 0.7, 0.8]]
 

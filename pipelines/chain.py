@@ -1,0 +1,211 @@
+"""The chain's driver: trains a stream task by task on one Ray Train worker group and registers each
+task's scholar in MLflow as it arrives. `run_chain` is the entry for the main job and for sweep trials.
+
+With no RAY_ADDRESS it starts a local Ray; with no MLFLOW_TRACKING_URI it uses SQLite (<workdir>/mlflow.db)
+and local artifacts. Rerunning the same chain resumes after its last registered task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from dgr.checkpoint import save_scholar
+from dgr.config import Config, config_hash, flatten
+from dgr.evaluation import (Matrix, average_accuracy, backward_transfer, evaluate, forgetting, matrix_row,
+                            mean_forgetting)
+from dgr.scenario import Scenario
+from dgr.scholar import Scholar, scholar_from_spec
+from dgr.streams import Task, build_stream
+from dgr.targets import LabelledData
+from pipelines import figures, registry
+from pipelines.cluster import WorkerPlan, alive_nodes, plan_workers, ray_init_args
+from pipelines.gate import TaskGate
+from pipelines.progress import ChainProgress
+from pipelines.settings import PipelineConfig, check_batch_split
+from pipelines.trainer import Fit, chain_trainer
+
+EXPERIMENT = "dgr"
+NAMESPACE = "dgr"
+TaskHook = Callable[[int, Matrix], None]
+
+
+@dataclass(frozen=True)
+class WorkerHook:
+    """For tests: `target` ("module:function") is called as function(rank, progress, **kwargs) on every
+    worker at every iteration. The production worker has none and checks nothing."""
+
+    target: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ChainResult:
+    registered_model: str
+    accuracy_matrix: Matrix
+    versions: list[str]
+    wall_seconds: float
+    train_seconds: list[float] = field(default_factory=list)
+    register_seconds: list[float] = field(default_factory=list)  # driver: evaluate, log, register
+    worker_nodes: list[list[str]] = field(default_factory=list)  # per task trained: each rank's Ray node
+    workers: dict[str, Any] = field(default_factory=dict)  # the worker plan, when workers ran
+
+    def summary(self) -> dict[str, Any]:
+        return {**asdict(self), "average_accuracy": average_accuracy(self.accuracy_matrix),
+                "forgetting": forgetting(self.accuracy_matrix),
+                "backward_transfer": backward_transfer(self.accuracy_matrix)}
+
+
+class ChainStopped(Exception):
+    """Raised by an `on_task` hook to end the chain after that task (a sweep's early stop): the workers
+    are released, the chain run is marked KILLED, and `run_chain` raises it on."""
+
+
+@dataclass
+class Chain:
+    """The driver's state while a chain trains: what it learns, where it logs, and what it has so far."""
+
+    config: Config
+    tasks: list[Task]
+    name: str
+    digest: str
+    experiment: str
+    run_id: str
+    result: ChainResult
+    on_task: TaskHook | None = None
+
+
+def fingerprint(task: Task) -> str:
+    """Identifies the task's training data without keeping it: sha256 of its images and labels."""
+    digest = hashlib.sha256()
+    digest.update(task.train_x.numpy().tobytes())
+    digest.update(task.train_y.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir: Path, restart: bool = False,
+              parent_run: str | None = None, on_task: TaskHook | None = None,
+              hook: WorkerHook | None = None) -> ChainResult:
+    """Train every task not yet registered; `on_task(k, matrix)` runs after task k is registered, while
+    the workers wait for task k's release."""
+    start = time.perf_counter()
+    data_root, workdir = data_root.absolute(), workdir.absolute()  # workers and trials run elsewhere
+    tasks = build_stream(config.stream, data_root, config.run.seed)  # bad data fails before Ray starts
+    tracking_uri = registry.configure_tracking(workdir)
+    experiment = registry.ensure_experiment(EXPERIMENT, workdir)
+    name, digest = pipeline.chain_name(config), config_hash(config)
+    if restart:
+        registry.clear_chain(name)
+    done = registry.chain_tasks(name, digest)
+    result = ChainResult(name, [matrix_row(t.accuracies, len(tasks)) for t in done], [t.version for t in done], 0.0)
+    plan = None
+    if len(done) < len(tasks):
+        if done:
+            registry.load_registered_scholar(name, len(done) - 1)  # a corrupt checkpoint fails here, not in Ray
+            print(f"resuming {name} after task {len(done) - 1} (version {result.versions[-1]})", flush=True)
+        plan = _plan(config, pipeline)  # before the chain's run: a bad plan leaves nothing behind
+    chain = Chain(config, tasks, name, digest, experiment,
+                  registry.start_chain_run(name, experiment, config, digest, parent_run), result, on_task)
+    if plan is not None:
+        try:
+            _train_remaining(chain, plan, pipeline, data_root, workdir, tracking_uri, hook)
+        except BaseException as exc:
+            registry.finish_chain_run(chain.run_id, status="KILLED" if isinstance(exc, ChainStopped) else "FAILED")
+            raise
+    registry.finish_chain_run(chain.run_id, average_accuracy(result.accuracy_matrix))
+    result.wall_seconds = time.perf_counter() - start
+    return result
+
+
+def _plan(config: Config, pipeline: PipelineConfig) -> WorkerPlan:
+    """Join (or start) Ray and resolve the worker group from the cluster's nodes."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(**ray_init_args())
+    plan = plan_workers(pipeline, alive_nodes())
+    check_batch_split(config, plan.num_workers)
+    print(f"workers: {plan.describe()}", flush=True)
+    return plan
+
+
+def _scholar_of(payload: dict[str, Any]) -> Scholar:
+    scholar = scholar_from_spec(payload["spec"])
+    scholar.load_state_dict(torch.load(io.BytesIO(payload["weights"]), weights_only=True))
+    return scholar.eval()
+
+
+def _register_task(chain: Chain, task: Task, scholar: Scholar, metrics: dict[str, float]) -> str:
+    """Evaluate the new scholar on every task so far, log its nested run and register it."""
+    config, matrix, versions = chain.config, chain.result.accuracy_matrix, chain.result.versions
+    test_sets = [LabelledData.of([t], "test") for t in chain.tasks[:task.index + 1]]
+    accuracies = evaluate(scholar.solver, test_sets, Scenario(config.stream.scenario), task.info,
+                          config.run.eval_batch_size)
+    matrix.append(matrix_row(accuracies, len(chain.tasks)))
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        artifacts = {"accuracy_matrix.png": figures.accuracy_heatmap(matrix, folder / "accuracy_matrix.png")}
+        if scholar.generator is not None:
+            samples = scholar.sample(64, torch.Generator().manual_seed(task.index))
+            artifacts["samples.png"] = figures.sample_grid(samples, folder / "samples.png")
+        run_id = registry.log_task(chain.run_id, chain.experiment, chain.name, chain.digest, task.info,
+                                   metrics, accuracies, artifacts)
+        save_scholar(scholar, folder / "scholar")
+        version = registry.register_scholar(chain.name, run_id, folder / "scholar", task.info,
+                                            versions[-1] if versions else None, chain.digest,
+                                            fingerprint(task), accuracies)
+    versions.append(version)
+    registry.log_metrics(chain.run_id, {"average_accuracy_so_far": average_accuracy(matrix),
+                                        "forgetting_so_far": mean_forgetting(matrix)}, step=task.index)
+    print(f"task {task.index} ({task.name}): accuracies {' '.join(f'{a:.4f}' for a in accuracies)}; "
+          f"registered {chain.name} version {version} (alias task-{task.index})", flush=True)
+    return version
+
+
+def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, data_root: Path, workdir: Path,
+                     tracking_uri: str, hook: WorkerHook | None) -> None:
+    import ray
+
+    first = len(chain.result.versions)
+    gate_name = f"gate-{chain.name}-{uuid.uuid4().hex[:8]}"
+    gate = ray.remote(num_cpus=0)(TaskGate).options(name=gate_name, namespace=NAMESPACE).remote(first)
+    settings = {"config": flatten(chain.config), "data_root": str(data_root), "workdir": str(workdir),
+                "tracking_uri": tracking_uri, "chain": chain.name, "gate": gate_name, "namespace": NAMESPACE,
+                "threads": plan.threads, "log_every": 500, "hook": asdict(hook) if hook else None}
+    fit = Fit(chain_trainer(settings, plan, pipeline.max_failures, f"{chain.name}-{chain.digest}",
+                            pipeline.ray_storage(workdir)))
+    fit.start()
+    chain.result.workers = asdict(plan)
+    progress = ChainProgress(chain.name, len(chain.tasks), first)
+    try:
+        for task in chain.tasks[first:]:
+            payload = None
+            while payload is None:
+                payload = ray.get(gate.wait_trained.remote(task.index, 2.0))
+                if payload is None and not fit.is_alive():
+                    raise RuntimeError(f"Ray Train stopped before task {task.index} was trained: {fit.error}")
+            registering = time.perf_counter()
+            version = _register_task(chain, task, _scholar_of(payload), payload["metrics"])
+            chain.result.train_seconds.append(payload["metrics"]["train_seconds"])
+            chain.result.register_seconds.append(time.perf_counter() - registering)
+            chain.result.worker_nodes.append(payload["nodes"])
+            progress.task_done(task.index, chain.result.train_seconds[-1] + chain.result.register_seconds[-1])
+            if chain.on_task is not None:
+                chain.on_task(task.index, chain.result.accuracy_matrix)  # may raise ChainStopped: workers wait
+            ray.get(gate.registered.remote(task.index, version))
+    except BaseException:
+        ray.get(gate.abort.remote())
+        fit.join(timeout=60)
+        raise
+    fit.join()
+    if fit.error is not None:
+        raise RuntimeError(f"Ray Train failed after the last task: {fit.error}")
+    ray.kill(gate)
