@@ -25,14 +25,15 @@ def evaluate(solver: torch.nn.Module, test_sets: Sequence[LabelledData], scenari
     solver.eval()
     accuracies = []
     for data in test_sets:
+        data = data.to(device)
         labeller = data.labeller(scenario, latest)
-        correct = 0
+        correct = torch.zeros((), dtype=torch.long, device=device)  # read once per test set: one sync
         for start in range(0, len(data), batch_size):
-            index = torch.arange(start, min(start + batch_size, len(data)))
-            targets = labeller.targets(data.y[index].to(device), data.task_ids[index].to(device))
-            logits = solver(data.inputs(index, device))
-            correct += int((predictions(logits, targets.heads) == targets.hard).sum())
-        accuracies.append(correct / max(len(data), 1))
+            index = torch.arange(start, min(start + batch_size, len(data)), device=device)
+            targets = labeller.targets(data.y[index], data.task_ids[index])
+            logits = solver(data.inputs(index))
+            correct += (predictions(logits, targets.heads) == targets.hard).sum()
+        accuracies.append(int(correct) / max(len(data), 1))
     solver.train(was_training)
     return accuracies
 

@@ -45,9 +45,19 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
-        device = self.to_moments.weight.device
-        z = torch.randn(n, self.latent, generator=rng, device=device)
+        z = latent_noise(n, self.latent, rng, self.to_moments.weight.device)
         return torch.sigmoid(self.decoder(z).float()).view(n, *self.input_shape)
+
+
+def latent_noise(n: int, latent: int, rng: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """N(0, I) codes (n, latent) on `device`, drawn by `rng` where it lives.
+
+    Training passes a generator on the models' device (no copy). A CPU generator still works for a
+    CUDA model, at the cost of one copy: PyTorch refuses a CPU generator for a CUDA tensor.
+    """
+    if rng is None:
+        return torch.randn(n, latent, device=device)
+    return torch.randn(n, latent, generator=rng, device=rng.device).to(device)
 
 
 def vae_loss(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -70,8 +80,7 @@ class WGANGenerator(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
-        device = self.net[-1].weight.device
-        return self(torch.randn(n, self.latent, generator=rng, device=device))
+        return self(latent_noise(n, self.latent, rng, self.net[-1].weight.device))
 
 
 class Critic(nn.Module):
@@ -97,9 +106,11 @@ class WGANGP(nn.Module):
         return self.generator.sample(n, rng)
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """E[(||grad critic(x_hat)|| - 1)^2] on random interpolates of real and fake batches."""
-    alpha = torch.rand(len(real), *([1] * (real.dim() - 1)), generator=rng, device=real.device)
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """E[(||grad critic(x_hat)|| - 1)^2] on interpolates x_hat = alpha * real + (1 - alpha) * fake.
+
+    alpha: (B, 1, ..., 1) uniform in [0, 1), one per row.
+    """
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()

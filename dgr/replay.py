@@ -14,7 +14,7 @@ from typing import Protocol, Sequence
 import torch
 import torch.nn.functional as F
 
-from dgr.scenario import Scenario, head_mask, replay_heads
+from dgr.scenario import Scenario, outside_heads, replay_heads
 from dgr.scholar import Scholar
 from dgr.streams import TaskInfo
 from dgr.targets import LabelledData, Targets
@@ -41,8 +41,14 @@ def mix_losses(new: torch.Tensor, replay: torch.Tensor | None, ratio: float) -> 
 
 class ReplaySource(Protocol):
     def draw(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, Targets]:
-        """n replayed inputs (n, C, H, W) in [0, 1] and what the new solver must predict for them."""
+        """n replayed inputs (n, C, H, W) in [0, 1] and what the new solver must predict for them.
+
+        `rng` is a generator on the device the replayed inputs are made on (the models' device).
+        """
         ...
+
+
+_Layout = tuple["torch.Tensor | None", torch.Tensor, torch.Tensor]  # rows, labelling mask, training heads
 
 
 class GenerativeReplay:
@@ -53,9 +59,8 @@ class GenerativeReplay:
         self.previous = previous
         self.kind = kind
         self.temperature = temperature
-        pairs = replay_heads(scenario, past, latest)
-        self.label_heads = torch.tensor([p[0] for p in pairs], dtype=torch.long)  # (H, 2)
-        self.train_heads = torch.tensor([p[1] for p in pairs], dtype=torch.long)  # (H, 2)
+        self.pairs = replay_heads(scenario, past, latest)
+        self._layouts: dict[tuple[int, int, torch.device], _Layout] = {}
 
     def draw(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, Targets]:
         x, logits = self.previous.replay(n, rng)
@@ -66,15 +71,22 @@ class GenerativeReplay:
 
         Soft targets are zero on outputs the previous solver did not know (van de Ven's padding).
         """
-        n = len(logits)
-        device = logits.device
-        rows = torch.arange(n, device=device).repeat(len(self.label_heads))  # head-major
-        label_heads = self.label_heads.to(device).repeat_interleave(n, dim=0)  # (H * n, 2)
-        train_heads = self.train_heads.to(device).repeat_interleave(n, dim=0)
-        masked = logits[rows].masked_fill(~head_mask(label_heads, logits.shape[1]), float("-inf"))
+        rows, label_outside, train_heads = self._layout(*logits.shape, logits.device)
+        masked = (logits if rows is None else logits[rows]).masked_fill(label_outside, float("-inf"))
         if self.kind is TargetKind.HARD:
             return Targets(rows, train_heads, hard=masked.argmax(1))
         return Targets(rows, train_heads, soft=F.softmax(masked / self.temperature, dim=1))
+
+    def _layout(self, n: int, width: int, device: torch.device) -> _Layout:
+        """Rows, labelling mask and training heads for n samples, head-major; made once per batch size."""
+        key = (n, width, device)
+        if key not in self._layouts:
+            label_heads = torch.tensor([p[0] for p in self.pairs], device=device).repeat_interleave(n, dim=0)
+            train_heads = torch.tensor([p[1] for p in self.pairs], device=device).repeat_interleave(n, dim=0)
+            rows = None if len(self.pairs) == 1 else torch.arange(n, device=device).repeat(len(self.pairs))
+            self._layouts[key] = rows, outside_heads(label_heads, width), train_heads  # (H * n, ...)
+        return self._layouts[key]
+
 
 
 class ExactReplay:
@@ -82,12 +94,11 @@ class ExactReplay:
 
     def __init__(self, stored: LabelledData, scenario: Scenario, latest: TaskInfo,
                  device: torch.device | str = "cpu"):
-        self.stored = stored  # keeps past training data on purpose: this arm is not private
-        self.labeller = stored.labeller(scenario, latest)  # heads that compete while learning `latest`
-        self.device = device
+        # Keeps past training data on purpose (this arm is not private), on the device, moved once.
+        self.stored = stored.to(device)
+        self.labeller = self.stored.labeller(scenario, latest)  # heads that compete while learning `latest`
 
     def draw(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, Targets]:
-        index = torch.randint(len(self.stored), (n,), generator=rng)
-        x = self.stored.inputs(index, self.device)
-        y, ids = self.stored.y[index].to(self.device), self.stored.task_ids[index].to(self.device)
-        return x, self.labeller.targets(y, ids)
+        index = torch.randint(len(self.stored), (n,), generator=rng, device=self.stored.y.device)
+        targets = self.labeller.targets(self.stored.y[index], self.stored.task_ids[index])
+        return self.stored.inputs(index), targets

@@ -8,6 +8,7 @@ A head is a contiguous range of solver outputs (start, stop) that compete in a s
 
 from __future__ import annotations
 
+import functools
 from enum import Enum
 from typing import Sequence
 
@@ -56,7 +57,13 @@ def replay_heads(scenario: Scenario, past: Sequence[TaskInfo], latest: TaskInfo)
     return [(head(scenario, past[-1], past[-1]), head(scenario, past[-1], latest))]
 
 
-def head_mask(heads: torch.Tensor, width: int) -> torch.Tensor:
-    """(K, 2) long (start, stop) per row -> (K, width) bool mask of the competing outputs."""
-    columns = torch.arange(width, device=heads.device)
-    return (columns >= heads[:, :1]) & (columns < heads[:, 1:])
+def outside_heads(heads: torch.Tensor, width: int) -> torch.Tensor:
+    """(K, 2) long (start, stop) per row -> (K, width) bool mask of the outputs that do not compete."""
+    columns = _columns(width, heads.device)
+    return (columns < heads[:, :1]) | (columns >= heads[:, 1:])
+
+
+@functools.lru_cache(maxsize=32)
+def _columns(width: int, device: torch.device) -> torch.Tensor:
+    """0 .. width - 1 on `device`, made once: the loss asks for it at every step."""
+    return torch.arange(width, device=device)
