@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -23,7 +24,8 @@ from dgr.steps import Batch, generator_trainer  # noqa: E402
 from dgr.targets import Targets  # noqa: E402
 
 
-def trainer_step(kind: str, channels: int, shape: tuple[int, ...], batch: int) -> "callable":
+def trainer_step(kind: str, channels: int, shape: tuple[int, ...], batch: int) -> Callable[[], object]:
+    """One generator training step of `kind` on a fixed random batch (fresh random inputs for extra critic steps)."""
     config = from_flat({"generator.kind": kind, "generator.channels": channels})
     generator = new_scholar(config, shape, 10).generator
     trainer = generator_trainer(generator, config, lambda m: m, torch.Generator().manual_seed(0))
