@@ -177,6 +177,10 @@ class GeneratorConfig:
         _int("generator", self, "channels", 1)
 
     @property
+    def convolutional(self) -> bool:
+        return self.kind.startswith("conv-")
+
+    @property
     def learning_rate(self) -> float:
         return AUTO_LR[self.kind] if self.lr == AUTO else float(self.lr)
 

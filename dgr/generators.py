@@ -159,7 +159,7 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
 
 def build_generator(config: GeneratorConfig, input_shape: tuple[int, ...]) -> VAE | WGANGP:
     shape = tuple(input_shape)
-    if config.kind.startswith("conv-"):
+    if config.convolutional:
         check_shape(config.kind, shape)
         conv = conv_vae if config.kind == "conv-vae" else conv_wgan
         return conv(shape, config.latent, config.channels)
