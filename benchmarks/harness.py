@@ -70,7 +70,8 @@ def _run_one(flat: dict[str, Any], data_root: str, queue: "mp.Queue[dict[str, An
     })
 
 
-def run_grid(args: argparse.Namespace, base: dict[str, Any]) -> list[dict[str, Any]]:
+def run_grid(args: argparse.Namespace, base: dict[str, Any],
+             arms: dict[str, dict[str, Any]] = ARMS) -> list[dict[str, Any]]:
     data_root = str(resolve_data_root(args.data_root))
     path = Path(args.json)
     runs: list[dict[str, Any]] = [] if args.fresh or not path.exists() else json.loads(path.read_text())
@@ -78,10 +79,13 @@ def run_grid(args: argparse.Namespace, base: dict[str, Any]) -> list[dict[str, A
     from dgr.config import parse_override
 
     typed = dict(parse_override(f"{k}={v}") for k, v in overrides.items())
+    unknown = [arm for arm in args.arms.split(",") if arm not in arms]
+    if unknown:
+        raise SystemExit(f"error: --arms: unknown arm {unknown[0]!r} (known: {', '.join(arms)})")
     for arm in args.arms.split(","):
         for scenario in args.scenarios.split(","):
             for seed in [int(s) for s in args.seeds.split(",")]:
-                flat = {**base, **ARMS[arm], "stream.scenario": scenario, "run.seed": seed, **typed}
+                flat = {**base, **arms[arm], "stream.scenario": scenario, "run.seed": seed, **typed}
                 key = {"arm": arm, "scenario": scenario, "seed": seed, "config": flat}
                 if any({k: r[k] for k in key} == key for r in runs):
                     continue
@@ -128,13 +132,28 @@ def speed_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace, base: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run the grid, print its tables; returns the runs of the arms and scenarios asked for."""
-    runs = run_grid(args, base)
-    arms, scenarios = args.arms.split(","), args.scenarios.split(",")
-    chosen = [r for r in runs if r["arm"] in arms and r["scenario"] in scenarios]
+def last_row_table(runs: list[dict[str, Any]], arms: list[str], columns: list[str]) -> str:
+    """Markdown: each task's accuracy after the whole stream (the matrix's last row), mean over seeds."""
+    lines = ["| arm | " + " | ".join(f"{c} (%)" for c in columns) + " | seeds |", "|---|" + "---|" * (len(columns) + 1)]
+    for arm in arms:
+        chosen = [r for r in runs if r["arm"] == arm]
+        if chosen:
+            cells = [f"{100 * statistics.mean(r['accuracy_matrix'][-1][j] for r in chosen):.1f}"
+                     for j in range(len(columns))]
+            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {len(chosen)} |")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace, base: dict[str, Any],
+         arms: dict[str, dict[str, Any]] = ARMS) -> list[dict[str, Any]]:
+    """Run the grid, print its tables; returns the runs of the arms and scenarios asked for.
+
+    `arms`: benchmark arm name -> config values (default: the replay arms, ARMS)."""
+    runs = run_grid(args, base, arms)
+    names, scenarios = args.arms.split(","), args.scenarios.split(",")
+    chosen = [r for r in runs if r["arm"] in names and r["scenario"] in scenarios]
     print()
-    print(table(chosen, arms, scenarios))
+    print(table(chosen, names, scenarios))
     print()
     print(speed_table(chosen))
     return chosen

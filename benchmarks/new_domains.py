@@ -6,26 +6,10 @@ protocol budget: 2x400 MLP solver, 2x400 VAE (z = 100), Adam lr 1e-3, batch 128,
 task for solver and generator, r = 1/t, soft targets at T = 2 for gr-distill.
 """
 
-import statistics
-from typing import Any
-
-from harness import main, parser
+from harness import last_row_table, main, parser
 
 BASE = {"stream.name": "domains", "stream.sources": "mnist,fashion_mnist"}
 TASKS = ("MNIST", "Fashion-MNIST")
-
-
-def final_table(runs: list[dict[str, Any]], arms: list[str]) -> str:
-    """Accuracy on each domain after the whole chain (the matrix's last row), mean over seeds."""
-    lines = ["| arm | " + " | ".join(f"{t} after the chain (%)" for t in TASKS) + " | seeds |",
-             "|---|" + "---|" * (len(TASKS) + 1)]
-    for arm in arms:
-        chosen = [r for r in runs if r["arm"] == arm]
-        if chosen:
-            cells = [f"{100 * statistics.mean(r['accuracy_matrix'][-1][j] for r in chosen):.2f}"
-                     for j in range(len(TASKS))]
-            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {len(chosen)} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
@@ -33,4 +17,4 @@ if __name__ == "__main__":
                   "results/new_domains.json").parse_args()
     runs = main(args, BASE)
     print()
-    print(final_table(runs, args.arms.split(",")))
+    print(last_row_table(runs, args.arms.split(","), [f"{t} after the chain" for t in TASKS]))

@@ -22,7 +22,10 @@ SCENARIOS = ("task", "domain", "class")
 ARMS = ("gr", "er", "none", "joint")
 TARGETS = ("hard", "soft")
 SOLVERS = ("mlp", "cnn")
-GENERATORS = ("vae", "wgan-gp")
+GENERATORS = ("vae", "wgan-gp", "conv-vae", "conv-wgan-gp")
+AUTO = "auto"  # generator.lr: the learning rate its kind was published with (AUTO_LR)
+# VAE: the reference protocol (van de Ven & Tolias 2019); WGAN-GP: Gulrajani et al. 2017 (with Adam 0.5, 0.9).
+AUTO_LR = {"vae": 1e-3, "conv-vae": 1e-3, "wgan-gp": 1e-4, "conv-wgan-gp": 1e-4}
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("cpu", "cuda", "auto")
 RATIO_RULE = "1/t"
@@ -150,24 +153,36 @@ class SolverConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    kind: str = "vae"
+    kind: str = "vae"  # vae | wgan-gp: fully connected; conv-vae | conv-wgan-gp: convolutional
     latent: int = 100
-    hidden: int = 400
-    layers: int = 2
-    lr: float = 1e-3
+    hidden: int = 400  # fully connected kinds
+    layers: int = 2  # fully connected kinds
+    lr: float | str = AUTO  # "auto" follows the kind (AUTO_LR); read it through `learning_rate`
     iterations: int = 2000  # shares the solver's batches (solver.batch_size) and replayed inputs
     critic_steps: int = 5  # WGAN-GP only
     gradient_penalty: float = 10.0  # WGAN-GP only
+    channels: int = _added(64)  # convolutional kinds: the first conv layer's channels (the second has twice)
 
     def __post_init__(self) -> None:
         _choice("generator", self, "kind", GENERATORS)
         _int("generator", self, "latent", 1)
         _int("generator", self, "hidden", 1)
         _int("generator", self, "layers", 1)
-        _positive("generator", self, "lr")
+        lr = self.lr
+        ok = lr == AUTO or (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0)
+        _check(ok, "generator.lr", f"'{AUTO}' or a number > 0", lr)
         _int("generator", self, "iterations", 0)
         _int("generator", self, "critic_steps", 1)
         _positive("generator", self, "gradient_penalty")
+        _int("generator", self, "channels", 1)
+
+    @property
+    def convolutional(self) -> bool:
+        return self.kind.startswith("conv-")
+
+    @property
+    def learning_rate(self) -> float:
+        return AUTO_LR[self.kind] if self.lr == AUTO else float(self.lr)
 
 
 @dataclass(frozen=True)
@@ -283,9 +298,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, _coerce(key, raw, to_dict(Config())[section][name])
 
 
+_RULES = {"replay.ratio": RATIO_RULE, "generator.lr": AUTO}  # keys that take a number or a rule's name
+
+
 def _coerce(key: str, raw: str, default: Any) -> Any:
-    if key == "replay.ratio":
-        return raw if raw == RATIO_RULE else _number(key, raw, float)
+    if key in _RULES:
+        return raw if raw == _RULES[key] else _number(key, raw, float)
     if isinstance(default, tuple):
         return _names(key, raw)  # stream.sources=mnist,fashion_mnist
     if isinstance(default, bool):
@@ -305,6 +323,13 @@ def _number(key: str, raw: str, kind: type) -> Any:
 
 
 def config_hash(config: Config) -> str:
-    """Short stable hash of every setting: names runs and detects a changed config on resume."""
-    text = json.dumps(flatten(config), sort_keys=True, default=str)
+    """Short stable hash of every setting: names runs and detects a changed config on resume.
+
+    `generator.lr: auto` is hashed as the rate it stands for, so the default config keeps the hash it
+    had when the rate was written out (1e-3), and `auto` and its value name the same chain.
+    """
+    flat = flatten(config)
+    if flat["generator.lr"] == AUTO:
+        flat["generator.lr"] = AUTO_LR[config.generator.kind]
+    text = json.dumps(flat, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]

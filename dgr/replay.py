@@ -47,6 +47,10 @@ class ReplaySource(Protocol):
         """
         ...
 
+    def inputs(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        """The inputs `draw` would give for the same `rng` state, without their targets (no labelling)."""
+        ...
+
 
 _Layout = tuple["torch.Tensor | None", torch.Tensor, torch.Tensor]  # rows, labelling mask, training heads
 
@@ -65,6 +69,9 @@ class GenerativeReplay:
     def draw(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, Targets]:
         x, logits = self.previous.replay(n, rng)
         return x, self.targets(logits)
+
+    def inputs(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        return self.previous.sample(n, rng)
 
     def targets(self, logits: torch.Tensor) -> Targets:
         """Targets from the previous solver's logits (n, outputs): one row per (head, sample).
@@ -88,7 +95,6 @@ class GenerativeReplay:
         return self._layouts[key]
 
 
-
 class ExactReplay:
     """Uniform samples of the stored real data of past tasks with their true labels."""
 
@@ -99,6 +105,12 @@ class ExactReplay:
         self.labeller = self.stored.labeller(scenario, latest)  # heads that compete while learning `latest`
 
     def draw(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, Targets]:
-        index = torch.randint(len(self.stored), (n,), generator=rng, device=self.stored.y.device)
+        index = self._index(n, rng)
         targets = self.labeller.targets(self.stored.y[index], self.stored.task_ids[index])
         return self.stored.inputs(index), targets
+
+    def inputs(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        return self.stored.inputs(self._index(n, rng))
+
+    def _index(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        return torch.randint(len(self.stored), (n,), generator=rng, device=self.stored.y.device)

@@ -52,6 +52,8 @@ def scholar_spec(config: Config, input_shape: tuple[int, ...], outputs: int) -> 
     if config.replay.arm == "gr":
         g = config.generator
         generator = {"kind": g.kind, "latent": g.latent, "hidden": g.hidden, "layers": g.layers}
+        if g.convolutional:  # specs of fully connected generators stay as they were written
+            generator["channels"] = g.channels
     s = config.solver
     return {
         "input_shape": list(input_shape),

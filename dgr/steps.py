@@ -19,6 +19,9 @@ from dgr.replay import mix_losses
 from dgr.targets import Targets, solver_loss
 
 Wrap = Callable[[nn.Module], nn.Module]
+# Another batch's new-task inputs and replayed inputs (None without replay), unlabelled: all that the
+# WGAN-GP's extra critic steps need, so they never run the previous solver.
+DrawInputs = Callable[[], tuple[torch.Tensor, "torch.Tensor | None"]]
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,10 @@ class VAETrainer:
 
     def __init__(self, vae: VAE, config: Config, wrap: Wrap, rng: torch.Generator):
         self.vae, self.module = vae, wrap(vae)
-        self.optimizer = adam(vae, config.generator.lr)
+        self.optimizer = adam(vae, config.generator.learning_rate)
         self.rng = rng  # on the models' device
 
-    def step(self, batch: Batch, ratio: float, draw: Callable[[], Batch]) -> dict[str, torch.Tensor]:
+    def step(self, batch: Batch, ratio: float, draw_inputs: DrawInputs) -> dict[str, torch.Tensor]:
         noise = latent_noise(len(batch.x), self.vae.latent, self.rng, batch.x.device)
         return {"generator": self.update(batch, ratio, noise)}
 
@@ -87,38 +90,41 @@ class WGANGPTrainer:
     def __init__(self, gan: WGANGP, config: Config, wrap: Wrap, rng: torch.Generator):
         g = config.generator
         self.gan, self.generator, self.critic = gan, wrap(gan.generator), wrap(gan.critic)
-        self.g_optimizer = adam(gan.generator, g.lr, (0.5, 0.9))
-        self.c_optimizer = adam(gan.critic, g.lr, (0.5, 0.9))
+        self.g_optimizer = adam(gan.generator, g.learning_rate, (0.5, 0.9))
+        self.c_optimizer = adam(gan.critic, g.learning_rate, (0.5, 0.9))
         self.critic_steps, self.penalty = g.critic_steps, g.gradient_penalty
         self.rng = rng  # on the models' device
 
     def _z(self, n: int, device: torch.device) -> torch.Tensor:
         return latent_noise(n, self.gan.latent, self.rng, device)
 
-    def _real(self, batch: Batch, ratio: float) -> torch.Tensor:
-        new, replayed = batch.x[:batch.new], batch.replayed
+    def _real(self, new: torch.Tensor, replayed: torch.Tensor | None, ratio: float) -> torch.Tensor:
         if replayed is None:
             return new
         pick_new = torch.rand(len(new), generator=self.rng, device=new.device) < ratio
         return torch.where(pick_new.view(-1, *[1] * (new.dim() - 1)), new, replayed)
 
-    def step(self, batch: Batch, ratio: float, draw: Callable[[], Batch]) -> dict[str, torch.Tensor]:
+    def step(self, batch: Batch, ratio: float, draw_inputs: DrawInputs) -> dict[str, torch.Tensor]:
         for k in range(self.critic_steps):
-            real = self._real(batch if k == 0 else draw(), ratio)
+            real = self._real(*((batch.x[:batch.new], batch.replayed) if k == 0 else draw_inputs()), ratio)
             z = self._z(len(real), real.device)
             alpha = torch.rand(len(real), *([1] * (real.dim() - 1)), generator=self.rng, device=real.device)
             critic_loss = self.critic_update(real, z, alpha)
         return {"critic": critic_loss, "generator": self.generator_update(self._z(len(real), real.device))}
 
-    def critic_update(self, real: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """One critic step: real rows, codes z (B, latent) for the fakes, interpolation weights alpha."""
+    def critic_loss(self, real: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """E[critic(fake)] - E[critic(real)] + penalty; fakes from codes z (B, latent), made without a graph."""
         with torch.no_grad():
             fake = self.gan.generator(z)
         scores = self.critic(torch.cat([fake, real]))  # one forward: DDP wants one per backward
         loss = scores[:len(fake)].mean() - scores[len(fake):].mean()
         # The penalty goes through the bare critic (DDP does not support double backward). Its gradient
         # reaches the same parameters in the same backward, so DDP averages it with the rest.
-        loss = loss + self.penalty * gradient_penalty(self.gan.critic, real, fake, alpha)
+        return loss + self.penalty * gradient_penalty(self.gan.critic, real, fake, alpha)
+
+    def critic_update(self, real: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """One critic step: real rows, codes z (B, latent) for the fakes, interpolation weights alpha."""
+        loss = self.critic_loss(real, z, alpha)
         _update(self.c_optimizer, loss)
         return loss.detach()
 

@@ -122,6 +122,11 @@ def train_task(
         replayed, replay_targets = replay.draw(size, replay_rng)
         return Batch(torch.cat([x, replayed]), len(x), targets, replay_targets)
 
+    def draw_inputs() -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next batch's inputs, new and replayed, unlabelled (the WGAN-GP's extra critic steps)."""
+        x = shard.inputs(next(batches))
+        return x, None if replay is None else replay.inputs(size, replay_rng)
+
     losses: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     for it in range(iterations):
@@ -130,7 +135,7 @@ def train_task(
             if it < solver_iterations:
                 losses["solver"] = solver_step(solver, optimizer, batch, ratio, temperature)
             if generator is not None and it < generator_iterations:
-                losses.update(generator.step(batch, ratio, draw))
+                losses.update(generator.step(batch, ratio, draw_inputs))
         if callback is not None and ((it + 1) % log_every == 0 or it + 1 == iterations):
             callback(Progress(latest.index, it + 1, iterations, _floats(losses)))
     final = _floats(losses)

@@ -172,3 +172,41 @@ def test_bad_stream_fields_fail_with_their_dotted_name(stream: dict[str, Any], n
 def test_cnn_solver_on_a_stream_resized_to_a_multiple_of_eight() -> None:
     stream = StreamConfig(name="domains", sources=("mnist", "svhn"), image_size=32, channels=3)
     assert Config(stream=stream, solver=SolverConfig(kind="cnn")).solver.kind == "cnn"
+
+
+@pytest.mark.parametrize("kind, rate", [("vae", 1e-3), ("conv-vae", 1e-3), ("wgan-gp", 1e-4), ("conv-wgan-gp", 1e-4)])
+def test_generator_lr_auto_is_the_rate_its_kind_was_published_with(kind: str, rate: float) -> None:
+    assert GeneratorConfig(kind=kind).learning_rate == rate
+    assert GeneratorConfig(kind=kind, lr=0.5).learning_rate == 0.5
+
+
+def test_choosing_a_wgan_gp_on_a_flattened_vae_config_takes_its_rate() -> None:
+    # What a sweep does: the base config flattened, one key sampled on top of it.
+    assert from_flat({**flatten(Config()), "generator.kind": "conv-wgan-gp"}).generator.learning_rate == 1e-4
+    yaml_like = from_dict({"generator": {"kind": "vae", "lr": "auto"}})
+    assert from_flat({"generator.kind": "wgan-gp"}, yaml_like).generator.learning_rate == 1e-4
+
+
+def test_generator_lr_auto_hashes_like_the_rate_it_stands_for() -> None:
+    assert config_hash(from_flat({"generator.lr": 1e-3})) == config_hash(Config())
+    wgan = {"generator.kind": "wgan-gp", "generator.iterations": 1000}
+    assert config_hash(from_flat({**wgan, "generator.lr": 1e-4})) == config_hash(from_flat(wgan))
+    assert config_hash(from_flat({**wgan, "generator.lr": 1e-3})) != config_hash(from_flat(wgan))
+
+
+def test_generator_lr_override_takes_auto_or_a_number() -> None:
+    assert parse_override("generator.lr=auto") == ("generator.lr", "auto")
+    assert parse_override("generator.lr=0.0002") == ("generator.lr", 0.0002)
+    assert error_of(lambda: parse_override("generator.lr=fast")).startswith("generator.lr")
+
+
+@pytest.mark.parametrize("values", [{"lr": 0}, {"lr": "fast"}, {"channels": 0}, {"kind": "dcgan"}])
+def test_bad_generator_fields_fail_with_their_dotted_name(values: dict[str, Any]) -> None:
+    assert error_of(lambda: GeneratorConfig(**values)).startswith(f"generator.{next(iter(values))}")
+
+
+def test_generator_channels_is_flattened_only_when_set() -> None:
+    assert "generator.channels" not in flatten(from_flat({"generator.kind": "conv-vae"}))
+    config = from_flat({"generator.kind": "conv-vae", "generator.channels": 32})
+    assert flatten(config)["generator.channels"] == 32 and from_flat(flatten(config)) == config
+    assert parse_override("generator.channels=16") == ("generator.channels", 16)

@@ -2,7 +2,12 @@
 
 Checked for the solver (new rows mixed with replayed rows at r = 0.5, hard and soft class-IL targets),
 the VAE, the WGAN-GP critic (with its gradient penalty through the bare critic) and the WGAN-GP
-generator. Gradients are compared as well as the parameters after the Adam step: Adam's first step is
+generator, fully connected and convolutional. The convolutional WGAN-GP's generator has batch norm,
+whose batch statistics on a 64-row shard differ from those of the 128 rows: the equivalence is checked
+with it in eval mode (per-sample, like the frozen one), and in train mode the ranks must agree with each
+other after the step (DDP all-reduces the gradients; each rank normalises with its own shard's
+statistics, which is all a generator needs: SyncBatchNorm would only make a small shard's estimate less
+noisy, at one all-reduce per layer). Gradients are compared as well as the parameters after the Adam step: Adam's first step is
 nearly sign(gradient) * lr, blind to a gradient scaled by the world size, the gradients are not.
 """
 
@@ -82,23 +87,34 @@ def gan(scholar: Scholar, wrap: Any) -> WGANGPTrainer:
 
 
 def critic(scholar: Scholar, wrap: Any, part: slice, data: dict[str, Any]) -> nn.Module:
+    scholar.generator.generator.eval()  # batch norm (conv) normalises each fake alone: shards match
     gan(scholar, wrap).critic_update(data["new"][part], data["z"][part], data["alpha"][part])
     return scholar.generator.critic
 
 
 def generator(scholar: Scholar, wrap: Any, part: slice, data: dict[str, Any]) -> nn.Module:
+    scholar.generator.generator.eval()
+    return generator_in_train_mode(scholar, wrap, part, data)
+
+
+def generator_in_train_mode(scholar: Scholar, wrap: Any, part: slice, data: dict[str, Any]) -> nn.Module:
     gan(scholar, wrap).generator_update(data["z"][part])
     return scholar.generator.generator
 
 
-STEPS: dict[str, Step] = {"solver-hard": solver_hard, "solver-soft": solver_soft, "vae": vae,
-                          "wgan-critic": critic, "wgan-generator": generator}
+# Step name -> (generator.kind, step). The last one is compared across ranks, not with one process.
+STEPS: dict[str, tuple[str, Step]] = {
+    "solver-hard": ("vae", solver_hard), "solver-soft": ("vae", solver_soft), "vae": ("vae", vae),
+    "wgan-critic": ("wgan-gp", critic), "wgan-generator": ("wgan-gp", generator),
+    "conv-vae": ("conv-vae", vae), "conv-wgan-critic": ("conv-wgan-gp", critic),
+    "conv-wgan-generator": ("conv-wgan-gp", generator),
+}
+TRAIN_MODE_BATCH_NORM = ("conv-wgan-gp", generator_in_train_mode)
 
 
-def after_step(step: Step, part: slice, wrap: Any, device: torch.device) -> dict[str, torch.Tensor]:
+def after_step(kind: str, step: Step, part: slice, wrap: Any, device: torch.device) -> dict[str, torch.Tensor]:
     """Parameters and gradients of the stepped module, from the same initial weights every time."""
-    kind = "wgan-gp" if step in (critic, generator) else "vae"
-    scholar = new_scholar(tiny_config(generator={"kind": kind}), SHAPE, OUTPUTS).to(device)
+    scholar = new_scholar(tiny_config(generator={"kind": kind, "channels": 4}), SHAPE, OUTPUTS).to(device)
     module = step(scholar, wrap, part, global_batch(device))
     state = {f"{name}": p.detach().cpu().clone() for name, p in module.named_parameters()}
     state.update({f"{name}.grad": p.grad.detach().cpu().clone() for name, p in module.named_parameters()})
@@ -106,7 +122,8 @@ def after_step(step: Step, part: slice, wrap: Any, device: torch.device) -> dict
 
 
 def run_rank(rank: int, world_size: int, backend: str, store: str, out: str) -> None:
-    """One DDP rank: every step on this rank's contiguous share of the 128 rows; rank 0 saves."""
+    """One DDP rank: every step on this rank's contiguous share of the 128 rows; rank 0 saves them all,
+    every rank its batch-norm generator after a train-mode step (to `out`.rank<k>)."""
     torch.set_num_threads(1)
     device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
     dist.init_process_group(backend, init_method=f"file://{store}", rank=rank, world_size=world_size)
@@ -115,16 +132,17 @@ def run_rank(rank: int, world_size: int, backend: str, store: str, out: str) -> 
         part = slice(rank * share, (rank + 1) * share)
         ids = [device.index] if device.type == "cuda" else None
         wrap = lambda m: DistributedDataParallel(m, device_ids=ids)  # noqa: E731
-        states = {name: after_step(step, part, wrap, device) for name, step in STEPS.items()}
+        states = {name: after_step(*kind_step, part, wrap, device) for name, kind_step in STEPS.items()}
         if rank == 0:
             torch.save(states, out)
+        torch.save(after_step(*TRAIN_MODE_BATCH_NORM, part, wrap, device), f"{out}.rank{rank}")
     finally:
         dist.destroy_process_group()
 
 
 def assert_equivalent(ddp: dict[str, dict[str, torch.Tensor]], device: torch.device) -> None:
-    for name, step in STEPS.items():
-        single = after_step(step, slice(0, ROWS), lambda m: m, device)
+    for name, kind_step in STEPS.items():
+        single = after_step(*kind_step, slice(0, ROWS), lambda m: m, device)
         assert ddp[name].keys() == single.keys()
         for key in [k for k in single if k.endswith(".grad")]:
             assert torch.allclose(ddp[name][key], single[key], rtol=1e-4, atol=1e-6), f"{name}: {key} differs"
@@ -141,6 +159,10 @@ def test_two_gloo_ranks_step_like_one_process_on_their_union(tmp_path: Path) -> 
     out = tmp_path / "ddp.pt"
     mp.spawn(run_rank, args=(2, "gloo", str(tmp_path / "store"), str(out)), nprocs=2)
     assert_equivalent(torch.load(out), torch.device("cpu"))
+    ranks = [torch.load(f"{out}.rank{rank}") for rank in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0]), "ranks disagree after a DDP step"
+    single = after_step(*TRAIN_MODE_BATCH_NORM, slice(0, ROWS), lambda m: m, torch.device("cpu"))
+    assert not all(torch.equal(ranks[0][k], single[k]) for k in single)  # the shards' statistics counted
 
 
 @pytest.mark.gpu

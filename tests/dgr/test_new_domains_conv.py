@@ -1,0 +1,46 @@
+"""The 32x32x3 path end to end: MNIST -> SVHN (tiny `.mat` and IDX files) with the CNN solver and each
+convolutional generator, as the example configs set them up, through the single-process runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from dgr.config import from_dict, from_flat
+from dgr.sequence import run_sequence
+from dgr.streams import build_stream
+from tests.conftest import REPO
+from tests.fakedata import write_mnist, write_svhn
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    write_mnist(path, rng, 3, 2)
+    write_svhn(path, rng, 30)
+    return path
+
+
+TINY_BUDGET = {"solver.hidden": 16, "solver.iterations": 3, "solver.batch_size": 8, "generator.latent": 8,
+               "generator.channels": 4, "generator.iterations": 3, "generator.critic_steps": 2,
+               "run.device": "cpu", "run.eval_batch_size": 64}
+
+
+@pytest.mark.parametrize("name, kind", [("mnist_svhn.yaml", "conv-vae"), ("mnist_svhn_wgan.yaml", "conv-wgan-gp")])
+def test_mnist_then_svhn_with_a_cnn_solver_and_a_conv_generator(root: Path, name: str, kind: str) -> None:
+    example = from_dict(yaml.safe_load((REPO / "configs" / name).read_text()))
+    assert (example.solver.kind, example.generator.kind) == ("cnn", kind)
+    config = from_flat(TINY_BUDGET, example)
+    tasks = build_stream(config.stream, root, config.run.seed)
+    assert [t.input_shape for t in tasks] == [(3, 32, 32)] * 2
+    result = run_sequence(config, tasks)
+    assert [len(row) for row in result.accuracy_matrix] == [2, 2]
+    assert result.accuracy_matrix[1][0] is not None and 0 <= result.accuracy_matrix[1][0] <= 1
+    assert result.training[1].iterations == 3 and "generator" in result.training[1].losses
+    assert result.scholar is not None
+    samples = result.scholar.eval().sample(4)
+    assert samples.shape == (4, 3, 32, 32) and 0 <= samples.min() and samples.max() <= 1
