@@ -95,7 +95,7 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
               parent_run: str | None = None, on_task: TaskHook | None = None,
               hook: WorkerHook | None = None) -> ChainResult:
     """Train every task not yet registered; `on_task(k, matrix)` runs after task k is registered, while
-    the workers wait for task k's release."""
+    the workers wait for task k's release (and first for each task registered before a resume)."""
     start = time.perf_counter()
     data_root, workdir = data_root.absolute(), workdir.absolute()  # workers and trials run elsewhere
     tasks = build_stream(config.stream, data_root, config.run.seed)  # bad data fails before Ray starts
@@ -114,12 +114,15 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
         plan = _plan(config, pipeline)  # before the chain's run: a bad plan leaves nothing behind
     chain = Chain(config, tasks, name, digest, experiment,
                   registry.start_chain_run(name, experiment, config, digest, parent_run), result, on_task)
-    if plan is not None:
-        try:
+    try:
+        if on_task is not None:  # a resumed sweep trial reports the tasks learned before, as if just learned
+            for k in range(len(done)):
+                on_task(k, result.accuracy_matrix[:k + 1])
+        if plan is not None:
             _train_remaining(chain, plan, pipeline, data_root, workdir, tracking_uri, hook)
-        except BaseException as exc:
-            registry.finish_chain_run(chain.run_id, status="KILLED" if isinstance(exc, ChainStopped) else "FAILED")
-            raise
+    except BaseException as exc:
+        registry.finish_chain_run(chain.run_id, status="KILLED" if isinstance(exc, ChainStopped) else "FAILED")
+        raise
     registry.finish_chain_run(chain.run_id, average_accuracy(result.accuracy_matrix))
     result.wall_seconds = time.perf_counter() - start
     return result

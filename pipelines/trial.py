@@ -44,15 +44,13 @@ class ChainTrial(tune.Trainable):
 
         def chain() -> None:
             try:
-                done = run_chain(chain_config, settings, Path(data_root), Path(workdir), parent_run=sweep_run,
+                run_chain(chain_config, settings, Path(data_root), Path(workdir), parent_run=sweep_run,
                                  on_task=self._on_task)
             except ChainStopped:
                 return
             except BaseException as exc:  # re-raised by `step`: Tune marks the trial errored
                 self._results.put(exc)
                 return
-            if not self._last_reported:  # a restored trial whose chain had registered every task already
-                self._results.put(self._metrics(len(done.accuracy_matrix) - 1, done.accuracy_matrix))
 
         self._thread = threading.Thread(target=chain, name=f"chain-{self.chain}", daemon=True)
         self._thread.start()
@@ -70,13 +68,17 @@ class ChainTrial(tune.Trainable):
             raise ChainStopped(f"{self.chain}: stopped by the scheduler after task {task}")
 
     def step(self) -> dict[str, Any]:
-        if self._reported:
-            self._decisions.put(_GO)
-        result = self._results.get()
-        if isinstance(result, BaseException):
-            raise result
-        self._reported = True
-        return result
+        """The chain's next task. A restored trial's chain first reports the tasks its registry already
+        holds; those Tune recorded before (up to its restored iteration) are passed over."""
+        while True:
+            if self._reported:
+                self._decisions.put(_GO)
+            result = self._results.get()
+            if isinstance(result, BaseException):
+                raise result
+            self._reported = True
+            if result["tasks"] > self.iteration or result["done"]:
+                return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
         """The chain's real checkpoint is the registry (a restored trial resumes its chain from there by

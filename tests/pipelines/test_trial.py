@@ -26,8 +26,8 @@ class Chain:
     def __call__(self, config: Any, settings: Any, data_root: Any, workdir: Any, parent_run: Any = None,
                  on_task: Any = None) -> ChainResult:
         try:
-            for k in range(self.done_before, len(MATRIX)):
-                self.events.append(f"trained {k}")
+            for k in range(len(MATRIX)):  # registered tasks are reported again first, as run_chain does
+                self.events.append(f"{'reported' if k < self.done_before else 'trained'} {k}")
                 on_task(k, MATRIX[:k + 1])
                 self.events.append(f"released {k}")
         except ChainStopped:
@@ -78,9 +78,32 @@ def test_a_stopped_trial_ends_its_chain_at_the_task_boundary(make_trial) -> None
 def test_a_restored_trial_whose_chain_was_complete_reports_it_done(make_trial) -> None:
     chain = Chain(done_before=3)  # every task registered before the sweep was interrupted
     trial = make_trial(chain)
+    results = [trial.train() for _ in range(3)]  # one step per task: ASHA's rungs stay task counts
+    assert [(r["tasks"], r["done"]) for r in results] == [(1, False), (2, False), (3, True)]
+    assert results[-1]["average_accuracy"] == pytest.approx(0.7)
+    trial.stop()
+    assert chain.events[-1] == "released 2"
+
+
+def test_a_restored_trial_reports_the_tasks_tune_missed_then_trains_on(make_trial) -> None:
+    chain = Chain(done_before=1)  # task 0 registered, then the sweep was interrupted before Tune saw it
+    trial = make_trial(chain)
+    first = trial.train()
+    assert (first["tasks"], first["average_accuracy"]) == (1, 0.9)  # the grace period's result is not lost
+    assert chain.events == ["reported 0"]
+    assert trial.train()["tasks"] == 2
+    assert chain.events[-1] == "trained 1"
+    trial.stop()
+    assert chain.events[-1] == "stopped"
+
+
+def test_a_restored_trial_passes_over_tasks_tune_recorded(make_trial) -> None:
+    chain = Chain(done_before=2)
+    trial = make_trial(chain)
+    trial._iteration = 2  # Tune restored the trial after two recorded steps
     result = trial.train()
     assert (result["tasks"], result["done"]) == (3, True)
-    assert result["average_accuracy"] == pytest.approx(0.7)
+    assert chain.events[-1] == "trained 2"
     trial.stop()
 
 
