@@ -26,7 +26,7 @@ from dgr.scenario import Scenario
 from dgr.scholar import Scholar, scholar_from_spec
 from dgr.streams import Task, build_stream
 from dgr.targets import LabelledData
-from pipelines import figures, registry
+from pipelines import figures, registry, tracking
 from pipelines.cluster import WorkerPlan, alive_nodes, plan_workers, ray_init_args
 from pipelines.gate import TaskGate
 from pipelines.progress import ChainProgress
@@ -99,8 +99,8 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
     start = time.perf_counter()
     data_root, workdir = data_root.absolute(), workdir.absolute()  # workers and trials run elsewhere
     tasks = build_stream(config.stream, data_root, config.run.seed)  # bad data fails before Ray starts
-    tracking_uri = registry.configure_tracking(workdir)
-    experiment = registry.ensure_experiment(EXPERIMENT, workdir)
+    tracking_uri = tracking.configure_tracking(workdir)
+    experiment = tracking.ensure_experiment(EXPERIMENT, workdir)
     name, digest = pipeline.chain_name(config), config_hash(config)
     if restart:
         registry.clear_chain(name)
@@ -113,7 +113,7 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
             print(f"resuming {name} after task {len(done) - 1} (version {result.versions[-1]})", flush=True)
         plan = _plan(config, pipeline)  # before the chain's run: a bad plan leaves nothing behind
     chain = Chain(config, tasks, name, digest, experiment,
-                  registry.start_chain_run(name, experiment, config, digest, parent_run), result, on_task)
+                  tracking.start_chain_run(name, experiment, config, digest, parent_run), result, on_task)
     try:
         if on_task is not None:  # a resumed sweep trial reports the tasks learned before, as if just learned
             for k in range(len(done)):
@@ -121,9 +121,9 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
         if plan is not None:
             _train_remaining(chain, plan, pipeline, data_root, workdir, tracking_uri, hook)
     except BaseException as exc:
-        registry.finish_chain_run(chain.run_id, status="KILLED" if isinstance(exc, ChainStopped) else "FAILED")
+        tracking.finish_chain_run(chain.run_id, status="KILLED" if isinstance(exc, ChainStopped) else "FAILED")
         raise
-    registry.finish_chain_run(chain.run_id, average_accuracy(result.accuracy_matrix))
+    tracking.finish_chain_run(chain.run_id, average_accuracy(result.accuracy_matrix))
     result.wall_seconds = time.perf_counter() - start
     return result
 
@@ -159,14 +159,14 @@ def _register_task(chain: Chain, task: Task, scholar: Scholar, metrics: dict[str
         if scholar.generator is not None:
             samples = scholar.sample(64, torch.Generator().manual_seed(task.index))
             artifacts["samples.png"] = figures.sample_grid(samples, folder / "samples.png")
-        run_id = registry.log_task(chain.run_id, chain.experiment, chain.name, chain.digest, task.info,
+        run_id = tracking.log_task(chain.run_id, chain.experiment, chain.name, chain.digest, task.info,
                                    metrics, accuracies, artifacts)
         save_scholar(scholar, folder / "scholar")
         version = registry.register_scholar(chain.name, run_id, folder / "scholar", task.info,
                                             versions[-1] if versions else None, chain.digest,
                                             fingerprint(task), accuracies)
     versions.append(version)
-    registry.log_metrics(chain.run_id, {"average_accuracy_so_far": average_accuracy(matrix),
+    tracking.log_metrics(chain.run_id, {"average_accuracy_so_far": average_accuracy(matrix),
                                         "forgetting_so_far": mean_forgetting(matrix)}, step=task.index)
     print(f"task {task.index} ({task.name}): accuracies {' '.join(f'{a:.4f}' for a in accuracies)}; "
           f"registered {chain.name} version {version} (alias task-{task.index})", flush=True)

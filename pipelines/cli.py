@@ -10,7 +10,7 @@ from pathlib import Path
 from dgr.checkpoint import CheckpointError
 from dgr.config import ConfigError
 from dgr.datasets import DatasetError
-from pipelines.registry import RegistryError
+from pipelines.tracking import RegistryError
 
 BAD_INPUT = (ConfigError, DatasetError, CheckpointError, RegistryError)  # config, data, files, registry state
 

@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 
 from dgr.config import Config, config_hash, flatten, from_flat
 from dgr.datasets import resolve_data_root
-from pipelines import cli, figures, registry
+from pipelines import cli, figures, registry, tracking
 from pipelines.chain import EXPERIMENT
 from pipelines.cluster import TRIAL_CPU, alive_nodes, pinned, ray_init_args, trial_plan, trial_slots
 from pipelines.search_space import SweepSpec, parse_sweep
@@ -123,15 +123,15 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
 
     data_root, workdir = data_root.absolute(), workdir.absolute()  # trials run in their own directories
     num_tasks = len(build_stream(config.stream, data_root, config.run.seed))  # bad data fails here
-    registry.configure_tracking(workdir)
-    experiment = registry.ensure_experiment(EXPERIMENT, workdir)
+    tracking.configure_tracking(workdir)
+    experiment = tracking.ensure_experiment(EXPERIMENT, workdir)
     if not ray.is_initialized():
         ray.init(**ray_init_args())
     nodes = alive_nodes()
     plan = trial_plan(pipeline, nodes)
     check_batch_split(config, plan.num_workers)
     sweep = name or f"sweep-{config_hash(config)}"
-    sweep_run = registry.start_sweep_run(experiment, sweep, {"space": json.dumps(spec.space),
+    sweep_run = tracking.start_sweep_run(experiment, sweep, {"space": json.dumps(spec.space),
                                                              "samples": str(spec.samples)})
     concurrent = spec.max_concurrent or trial_slots(nodes, plan)
     print(f"sweep {sweep}: up to {concurrent} trial(s) at a time, each with {plan.describe()}", flush=True)
@@ -151,7 +151,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
                          "graced_accuracy": _graced_accuracy(result, spec.grace_period),
                          "finished": result.metrics["tasks"] == num_tasks})
     for r in rows:  # Tune ends the last trials' actors without waiting for their chains to close their runs
-        registry.close_open_chain_run(experiment, r["registered_model"], *(("FINISHED", r["average_accuracy"])
+        tracking.close_open_chain_run(experiment, r["registered_model"], *(("FINISHED", r["average_accuracy"])
                                       if r["finished"] else ("KILLED", None)))
     finished = [r for r in rows if r["finished"]]
     if not finished:
@@ -167,7 +167,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
         files["sweep_summary.md"].write_text(table + "\n")
         files["sweep_trials.json"].write_text(json.dumps(rows, indent=1))
         files["sweep_accuracy.png"] = figures.sweep_plot(rows, keys, Path(folder) / "sweep_accuracy.png")
-        registry.finish_run(sweep_run, files, {"best_model": f"models:/{best['registered_model']}@best"})
+        tracking.finish_run(sweep_run, files, {"best_model": f"models:/{best['registered_model']}@best"})
     return {"sweep": sweep, "table": table, "trials": rows, "best": best,
             "best_model_uri": f"models:/{best['registered_model']}@best"}
 

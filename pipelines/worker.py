@@ -32,7 +32,7 @@ from dgr.sequence import remember, replay_source, training_data
 from dgr.streams import Task, build_stream
 from dgr.targets import LabelledData
 from dgr.training import Progress, train_task
-from pipelines import registry
+from pipelines import registry, tracking
 
 # Ray Train prints a worker's `print` twice (its print patch logs it and tees it to the wrapped stdout);
 # a logger reaches Train's console handler once.
@@ -107,7 +107,7 @@ def train_chain(settings: dict[str, Any]) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(settings["threads"])
     os.environ["MLFLOW_TRACKING_URI"] = settings["tracking_uri"]
-    registry.configure_tracking(Path(settings["workdir"]))
+    tracking.configure_tracking(Path(settings["workdir"]))
     config = from_flat(settings["config"])
     device = ray.train.torch.get_device()
     tasks = build_stream(config.stream, settings["data_root"], config.run.seed)

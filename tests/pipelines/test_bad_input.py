@@ -11,7 +11,7 @@ from dgr.checkpoint import save_scholar
 from dgr.config import config_hash
 from dgr.scholar import new_scholar
 from dgr.streams import TaskInfo
-from pipelines import registry
+from pipelines import registry, tracking
 from pipelines.sequence import main
 from pipelines.settings import load_settings
 from tests.pipelines.conftest import TINY_CHAIN, chain_args
@@ -86,11 +86,11 @@ def test_unreachable_tracking_server_fails_fast(
 def _register_task0(workdir: Path, digest: str) -> Path:
     """A version for task 0 of the tiny chain, registered as a previous run would have."""
     config, _ = load_settings(None, TINY_CHAIN)
-    registry.configure_tracking(workdir)
-    experiment = registry.ensure_experiment("dgr", workdir)
-    parent = registry.start_chain_run("tiny-chain", experiment, config, digest)
+    tracking.configure_tracking(workdir)
+    experiment = tracking.ensure_experiment("dgr", workdir)
+    parent = tracking.start_chain_run("tiny-chain", experiment, config, digest)
     task = TaskInfo(0, "permuted mnist 0", tuple(range(10)))
-    run = registry.log_task(parent, experiment, "tiny-chain", digest, task, {}, [0.5], {})
+    run = tracking.log_task(parent, experiment, "tiny-chain", digest, task, {}, [0.5], {})
     folder = save_scholar(new_scholar(config, (1, 28, 28), 10), workdir / "scholar")
     registry.register_scholar("tiny-chain", run, folder, task, None, digest, "fp", [0.5])
     return folder

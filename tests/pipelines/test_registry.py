@@ -16,7 +16,7 @@ from dgr.checkpoint import CheckpointError, save_scholar
 from dgr.config import config_hash, from_flat
 from dgr.scholar import Scholar, new_scholar
 from dgr.streams import TaskInfo
-from pipelines import registry
+from pipelines import registry, tracking
 
 pytestmark = pytest.mark.mlflow
 
@@ -31,7 +31,7 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("template")
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        registry.configure_tracking(folder)
+        tracking.configure_tracking(folder)
         MlflowClient().search_experiments()
         mlflow.set_tracking_uri(None)
     return folder / "mlflow.db"
@@ -41,7 +41,7 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def workdir(tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.copy(empty_store, tmp_path / "mlflow.db")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert registry.configure_tracking(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert tracking.configure_tracking(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     yield tmp_path
     mlflow.set_tracking_uri(None)  # also unsets the variable set_tracking_uri exported
 
@@ -51,13 +51,13 @@ def _scholar(seed: int) -> Scholar:
 
 
 def _register_chain(workdir: Path, tasks: int) -> list[str]:
-    experiment = registry.ensure_experiment("dgr-test", workdir)
-    parent = registry.start_chain_run(CHAIN, experiment, CONFIG, HASH)
+    experiment = tracking.ensure_experiment("dgr-test", workdir)
+    parent = tracking.start_chain_run(CHAIN, experiment, CONFIG, HASH)
     versions: list[str] = []
     for k in range(tasks):
         info = TaskInfo(k, f"tiny {k}", (2 * k, 2 * k + 1))
         row = [0.9 - 0.1 * j for j in range(k + 1)]
-        run_id = registry.log_task(parent, experiment, CHAIN, HASH, info, {"loss": 0.5}, row, {})
+        run_id = tracking.log_task(parent, experiment, CHAIN, HASH, info, {"loss": 0.5}, row, {})
         folder = save_scholar(_scholar(k), workdir / f"scholar-{k}")
         parent_version = versions[-1] if versions else None
         versions.append(registry.register_scholar(CHAIN, run_id, folder, info, parent_version, HASH, "fp", row))
@@ -117,7 +117,7 @@ def test_failing_alias_leaves_no_new_version(workdir: Path, monkeypatch: pytest.
         raise RuntimeError("store went away")
 
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", broken)
-    run_id = MlflowClient().search_runs([registry.ensure_experiment("dgr-test", workdir)])[0].info.run_id
+    run_id = MlflowClient().search_runs([tracking.ensure_experiment("dgr-test", workdir)])[0].info.run_id
     info = TaskInfo(1, "tiny 1", (2, 3))
     with pytest.raises(registry.RegistryError, match="setting alias task-1"):
         registry.register_scholar(CHAIN, run_id, workdir / "scholar-0", info, "1", HASH, "fp", [0.5, 0.5])
@@ -134,8 +134,8 @@ def test_registering_a_task_twice_is_refused(workdir: Path) -> None:
 
 
 def test_corrupt_weights_fail_as_checkpoint_error(workdir: Path) -> None:
-    experiment = registry.ensure_experiment("dgr-test", workdir)
-    parent = registry.start_chain_run(CHAIN, experiment, CONFIG, HASH)
+    experiment = tracking.ensure_experiment("dgr-test", workdir)
+    parent = tracking.start_chain_run(CHAIN, experiment, CONFIG, HASH)
     folder = save_scholar(_scholar(0), workdir / "scholar")
     (folder / "weights.pt").write_bytes(b"not a zip archive")
     info = TaskInfo(0, "tiny 0", (0, 1))
@@ -151,27 +151,27 @@ def test_missing_alias_fails_naming_the_uri(workdir: Path) -> None:
 
 
 def test_chain_run_is_found_again_with_the_same_hash(workdir: Path) -> None:
-    experiment = registry.ensure_experiment("dgr-test", workdir)
-    assert registry.ensure_experiment("dgr-test", workdir) == experiment
-    first = registry.start_chain_run(CHAIN, experiment, CONFIG, HASH)
-    assert registry.start_chain_run(CHAIN, experiment, CONFIG, HASH) == first
-    assert registry.start_chain_run(CHAIN, experiment, CONFIG, "0123456789ab") != first
+    experiment = tracking.ensure_experiment("dgr-test", workdir)
+    assert tracking.ensure_experiment("dgr-test", workdir) == experiment
+    first = tracking.start_chain_run(CHAIN, experiment, CONFIG, HASH)
+    assert tracking.start_chain_run(CHAIN, experiment, CONFIG, HASH) == first
+    assert tracking.start_chain_run(CHAIN, experiment, CONFIG, "0123456789ab") != first
     run = MlflowClient().get_run(first)
     assert run.info.run_name == f"{CHAIN}-{HASH}" and run.data.params["solver.hidden"] == "16"
     assert mlflow.active_run() is None
-    registry.finish_chain_run(first, 0.75)
-    assert registry.start_chain_run(CHAIN, experiment, CONFIG, HASH) == first  # a finished chain resumes too
+    tracking.finish_chain_run(first, 0.75)
+    assert tracking.start_chain_run(CHAIN, experiment, CONFIG, HASH) == first  # a finished chain resumes too
     run = MlflowClient().get_run(first)
     assert run.info.status == "FINISHED" and run.data.metrics["average_accuracy"] == 0.75
 
 
 def test_log_task_makes_a_finished_nested_run(workdir: Path) -> None:
-    experiment = registry.ensure_experiment("dgr-test", workdir)
-    parent = registry.start_chain_run(CHAIN, experiment, CONFIG, HASH)
+    experiment = tracking.ensure_experiment("dgr-test", workdir)
+    parent = tracking.start_chain_run(CHAIN, experiment, CONFIG, HASH)
     figure = workdir / "samples.png"
     figure.write_bytes(b"\x89PNG")
     info = TaskInfo(1, "tiny 1", (2, 3))
-    run_id = registry.log_task(parent, experiment, CHAIN, HASH, info, {"solver_loss": 0.25}, [0.8, 0.6],
+    run_id = tracking.log_task(parent, experiment, CHAIN, HASH, info, {"solver_loss": 0.25}, [0.8, 0.6],
                                {"samples": figure})
     run = MlflowClient().get_run(run_id)
     assert run.data.tags["mlflow.parentRunId"] == parent and run.info.run_name == f"{CHAIN}-task-1"
@@ -185,6 +185,6 @@ def test_unreachable_server_fails_fast_in_one_line(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
     start = time.monotonic()
     with pytest.raises(registry.RegistryError, match="unreachable") as error:
-        registry.configure_tracking(tmp_path)
+        tracking.configure_tracking(tmp_path)
     assert time.monotonic() - start < 10  # a guard against MLflow's minutes of retries, not a benchmark
     assert "\n" not in str(error.value) and "MLFLOW_TRACKING_URI" in str(error.value)

@@ -1,0 +1,178 @@
+"""Tracking with MLflow: the store, the experiment, chain, sweep and task runs, and one-line errors.
+
+Every call goes through `MlflowClient`, so no active-run state leaks between calls. The scholar registry
+(versions, aliases, downloads) is `pipelines.registry`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+from mlflow.entities import Metric, Param, ViewType
+from mlflow.environment_variables import MLFLOW_TRACKING_URI
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from dgr.config import Config, flatten
+from dgr.streams import TaskInfo
+
+HEALTH_TIMEOUT_S = 5.0  # MLflow's own client retries an unreachable server for minutes
+ARTIFACTS_DIR = "mlartifacts"
+ARTIFACT_LOCATION_ENV = "DGR_ARTIFACT_LOCATION"  # artifact root of a new experiment without a server
+_CHAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # safe inside search filters and model URIs
+
+
+class RegistryError(RuntimeError):
+    """A registry or tracking operation failed; the message is one line meant for the user."""
+def configure_tracking(workdir: Path) -> str:
+    """Point MLflow at $MLFLOW_TRACKING_URI, else at an embedded SQLite store under `workdir`.
+
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, so child processes (Ray workers) and
+    later calls in this process use the same store.
+    """
+    uri = MLFLOW_TRACKING_URI.get()
+    if not uri:
+        workdir = Path(workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{workdir}/mlflow.db"
+    if uri.startswith(("http://", "https://")):
+        _check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+def _check_reachable(uri: str) -> None:
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
+            return
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RegistryError(
+            f"MLflow tracking server {uri} is unreachable: {one_line(reason)}; start one "
+            "(python infra/mlflow_server.py) or unset MLFLOW_TRACKING_URI for the embedded default"
+        ) from None
+def _is_server(uri: str) -> bool:
+    """A server has its own artifact root; a database or file store would fall back to ./mlruns."""
+    return uri.split(":", 1)[0] in ("http", "https", "databricks", "databricks-uc")
+def ensure_experiment(name: str, workdir: Path) -> str:
+    """The experiment's id, created if missing (restored if deleted)."""
+    client = MlflowClient()
+    with mlflow_step(f"experiment {name}"):
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        location = os.environ.get(ARTIFACT_LOCATION_ENV) or None  # e.g. s3://bucket/prefix
+        if location is None and not _is_server(mlflow.get_tracking_uri()):
+            # Without a server, MLflow would put artifacts in ./mlruns of whatever directory we run in.
+            location = (Path(workdir) / ARTIFACTS_DIR).resolve().as_uri()
+        return client.create_experiment(name, artifact_location=location)
+def start_chain_run(chain: str, experiment_id: str, config: Config, config_hash: str,
+                    parent_run_id: str | None = None) -> str:
+    """The chain's parent run: found again by its tags on resume, created (with params) otherwise.
+
+    A sweep's trials nest their chain runs under the sweep's run (`parent_run_id`).
+    """
+    client = MlflowClient()
+    with mlflow_step(f"chain run {checked_name(chain)}-{config_hash}"):
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`dgr.chain` = '{chain}' and tags.`dgr.config_hash` = '{config_hash}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1,
+            order_by=["attributes.start_time ASC"],
+        )
+        if found:
+            return found[0].info.run_id
+        tags = {"dgr.chain": chain, "dgr.config_hash": config_hash}
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = client.create_run(experiment_id, run_name=f"{chain}-{config_hash}", tags=tags)
+        params = [Param(key, str(value)) for key, value in flatten(config).items()]
+        client.log_batch(run.info.run_id, params=params)
+        return run.info.run_id
+def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """Metrics on an existing run, e.g. a chain's average accuracy so far after each task (step = task)."""
+    now = int(time.time() * 1000)
+    with mlflow_step(f"logging metrics of run {run_id}"):
+        MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+def start_sweep_run(experiment_id: str, name: str, params: dict[str, str]) -> str:
+    """The sweep's parent run, found again by name on resume (a restored sweep logs into it again)."""
+    client = MlflowClient()
+    with mlflow_step(f"sweep run {name}"):
+        found = client.search_runs([experiment_id], filter_string=f"tags.`dgr.sweep` = '{name}'",
+                                   run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = client.create_run(experiment_id, run_name=name, tags={"dgr.sweep": name})
+        client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+        return run.info.run_id
+def finish_run(run_id: str, artifacts: dict[str, Path] | None = None, tags: dict[str, str] | None = None) -> None:
+    client = MlflowClient()
+    with mlflow_step(f"finishing run {run_id}"):
+        for path in (artifacts or {}).values():
+            client.log_artifact(run_id, str(path))
+        for key, value in (tags or {}).items():
+            client.set_tag(run_id, key, value)
+        client.set_terminated(run_id, "FINISHED")
+def finish_chain_run(run_id: str, average_accuracy: float | None = None, status: str = "FINISHED") -> None:
+    """Log the chain's final average accuracy and end its run (FINISHED, or KILLED / FAILED for a chain
+    that stopped early); a resume logs into it again."""
+    client = MlflowClient()
+    with mlflow_step(f"ending chain run {run_id}"):
+        if average_accuracy is not None:
+            client.log_metric(run_id, "average_accuracy", float(average_accuracy))
+        client.set_terminated(run_id, status)
+def close_open_chain_run(experiment_id: str, chain: str, status: str, average_accuracy: float | None = None) -> None:
+    """End `chain`'s run as `finish_chain_run` would if it is still RUNNING (its process was ended first)."""
+    client = MlflowClient()
+    with mlflow_step(f"closing chain run of {checked_name(chain)}"):
+        open_runs = client.search_runs([experiment_id], filter_string=f"tags.`dgr.chain` = '{chain}' and "
+                                       "attributes.status = 'RUNNING'")
+    for run in open_runs:
+        finish_chain_run(run.info.run_id, average_accuracy, status)
+def log_task(parent_run_id: str, experiment_id: str, chain: str, config_hash: str, task: TaskInfo,
+             metrics: dict[str, float], accuracy_row: list[float], artifacts: dict[str, Path]) -> str:
+    """A finished nested run for one task: its metrics, its accuracy row and its figures."""
+    client = MlflowClient()
+    tags = {"mlflow.parentRunId": parent_run_id, "dgr.chain": chain, "dgr.config_hash": config_hash,
+            "dgr.task": str(task.index), "dgr.task_name": task.name}
+    with mlflow_step(f"creating the run of task {task.index}"):
+        run_id = client.create_run(experiment_id, run_name=f"{checked_name(chain)}-task-{task.index}",
+                                   tags=tags).info.run_id
+    values = dict(metrics)
+    values.update({f"acc_task_{j}": a for j, a in enumerate(accuracy_row)})
+    if accuracy_row:
+        values["average_accuracy"] = sum(accuracy_row) / len(accuracy_row)
+    now = int(time.time() * 1000)
+    try:
+        with mlflow_step(f"logging the run of task {task.index}"):
+            client.log_batch(run_id, metrics=[Metric(k, float(v), now, task.index) for k, v in values.items()])
+            for path in artifacts.values():
+                client.log_artifact(run_id, str(path))
+            client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        with suppress(Exception):  # keep the original error if the store is gone altogether
+            client.set_terminated(run_id, "FAILED")
+        raise
+    return run_id
+def checked_name(chain: str) -> str:
+    if not _CHAIN_NAME.fullmatch(chain):
+        raise RegistryError(f"chain name {chain!r}: use letters, digits, '.', '_' and '-' only")
+    return chain
+@contextmanager
+def mlflow_step(description: str) -> Iterator[None]:
+    """Turn MLflow's multi-line errors into one RegistryError line naming what we were doing."""
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"{description}: {one_line(exc)}") from None
+def one_line(exc: object) -> str:
+    return " ".join(str(exc).split())[:300]
