@@ -24,6 +24,7 @@ from dgr.evaluation import (Matrix, average_accuracy, backward_transfer, evaluat
                             mean_forgetting)
 from dgr.scenario import Scenario
 from dgr.scholar import Scholar, scholar_from_spec
+from dgr.sequence import validation_set
 from dgr.streams import Task, build_stream
 from dgr.targets import LabelledData
 from pipelines import figures, registry, tracking
@@ -35,7 +36,7 @@ from pipelines.trainer import Fit, chain_trainer
 
 EXPERIMENT = "dgr"
 NAMESPACE = "dgr"
-TaskHook = Callable[[int, Matrix], None]
+TaskHook = Callable[[int, Matrix, Matrix], None]  # (task, test accuracies, validation accuracies) so far
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class ChainResult:
     accuracy_matrix: Matrix
     versions: list[str]
     wall_seconds: float
+    validation_matrix: Matrix = field(default_factory=list)  # empty unless the stream holds validation data out
     train_seconds: list[float] = field(default_factory=list)
     register_seconds: list[float] = field(default_factory=list)  # driver: evaluate, log, register
     worker_nodes: list[list[str]] = field(default_factory=list)  # per task trained: each rank's Ray node
@@ -94,8 +96,9 @@ def fingerprint(task: Task) -> str:
 def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir: Path, restart: bool = False,
               parent_run: str | None = None, on_task: TaskHook | None = None,
               hook: WorkerHook | None = None) -> ChainResult:
-    """Train every task not yet registered; `on_task(k, matrix)` runs after task k is registered, while
-    the workers wait for task k's release (and first for each task registered before a resume)."""
+    """Train every task not yet registered; `on_task(k, matrix, validation_matrix)` runs after task k is
+    registered, while the workers wait for task k's release (and first for each task registered before a
+    resume)."""
     start = time.perf_counter()
     data_root, workdir = data_root.absolute(), workdir.absolute()  # workers and trials run elsewhere
     tasks = build_stream(config.stream, data_root, config.run.seed)  # bad data fails before Ray starts
@@ -105,7 +108,8 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
     if restart:
         registry.clear_chain(name)
     done = registry.chain_tasks(name, digest)
-    result = ChainResult(name, [matrix_row(t.accuracies, len(tasks)) for t in done], [t.version for t in done], 0.0)
+    result = ChainResult(name, [matrix_row(t.accuracies, len(tasks)) for t in done], [t.version for t in done], 0.0,
+                         [matrix_row(t.validation, len(tasks)) for t in done if t.validation])
     plan = None
     if len(done) < len(tasks):
         if done:
@@ -117,7 +121,7 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
     try:
         if on_task is not None:  # a resumed sweep trial reports the tasks learned before, as if just learned
             for k in range(len(done)):
-                on_task(k, result.accuracy_matrix[:k + 1])
+                on_task(k, result.accuracy_matrix[:k + 1], result.validation_matrix[:k + 1])
         if plan is not None:
             _train_remaining(chain, plan, pipeline, data_root, workdir, tracking_uri, hook)
     except BaseException as exc:
@@ -147,12 +151,19 @@ def _scholar_of(payload: dict[str, Any]) -> Scholar:
 
 
 def _register_task(chain: Chain, task: Task, scholar: Scholar, metrics: dict[str, float]) -> str:
-    """Evaluate the new scholar on every task so far, log its nested run and register it."""
+    """Evaluate the new scholar on every task so far (test and validation data), log its nested run and
+    register it."""
     config, matrix, versions = chain.config, chain.result.accuracy_matrix, chain.result.versions
     test_sets = [LabelledData.of([t], "test") for t in chain.tasks[:task.index + 1]]
     accuracies = evaluate(scholar.solver, test_sets, Scenario(config.stream.scenario), task.info,
                           config.run.eval_batch_size)
     matrix.append(matrix_row(accuracies, len(chain.tasks)))
+    validation = _validation(chain, task, scholar)
+    metrics = {**metrics, **{f"val_acc_task_{j}": a for j, a in enumerate(validation)}}
+    so_far = {"average_accuracy_so_far": average_accuracy(matrix), "forgetting_so_far": mean_forgetting(matrix)}
+    if validation:
+        metrics["validation_accuracy"] = so_far["validation_accuracy_so_far"] = \
+            average_accuracy(chain.result.validation_matrix)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         artifacts = {"accuracy_matrix.png": figures.accuracy_heatmap(matrix, folder / "accuracy_matrix.png")}
@@ -164,13 +175,26 @@ def _register_task(chain: Chain, task: Task, scholar: Scholar, metrics: dict[str
         save_scholar(scholar, folder / "scholar")
         version = registry.register_scholar(chain.name, run_id, folder / "scholar", task.info,
                                             versions[-1] if versions else None, chain.digest,
-                                            fingerprint(task), accuracies)
+                                            fingerprint(task), accuracies, validation)
     versions.append(version)
-    tracking.log_metrics(chain.run_id, {"average_accuracy_so_far": average_accuracy(matrix),
-                                        "forgetting_so_far": mean_forgetting(matrix)}, step=task.index)
-    print(f"task {task.index} ({task.name}): accuracies {' '.join(f'{a:.4f}' for a in accuracies)}; "
+    tracking.log_metrics(chain.run_id, so_far, step=task.index)
+    checked = f"; validation {' '.join(f'{a:.4f}' for a in validation)}" if validation else ""
+    print(f"task {task.index} ({task.name}): accuracies {' '.join(f'{a:.4f}' for a in accuracies)}{checked}; "
           f"registered {chain.name} version {version} (alias task-{task.index})", flush=True)
     return version
+
+
+def _validation(chain: Chain, task: Task, scholar: Scholar) -> list[float]:
+    """Accuracies on the validation data of every task so far (appended to the chain's validation matrix),
+    or [] when the stream holds none out (`stream.validation` 0)."""
+    sets = [validation_set(t) for t in chain.tasks[:task.index + 1]]
+    if any(s is None for s in sets):
+        return []
+    config = chain.config
+    accuracies = evaluate(scholar.solver, sets, Scenario(config.stream.scenario), task.info,
+                          config.run.eval_batch_size)
+    chain.result.validation_matrix.append(matrix_row(accuracies, len(chain.tasks)))
+    return accuracies
 
 
 def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, data_root: Path, workdir: Path,
@@ -202,7 +226,8 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
             chain.result.worker_nodes.append(payload["nodes"])
             progress.task_done(task.index, chain.result.train_seconds[-1] + chain.result.register_seconds[-1])
             if chain.on_task is not None:
-                chain.on_task(task.index, chain.result.accuracy_matrix)  # may raise ChainStopped: workers wait
+                # may raise ChainStopped: the workers wait meanwhile
+                chain.on_task(task.index, chain.result.accuracy_matrix, chain.result.validation_matrix)
             ray.get(gate.registered.remote(task.index, version))
     except BaseException:
         ray.get(gate.abort.remote())

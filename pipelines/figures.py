@@ -54,7 +54,7 @@ def sample_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
 
 
 def sweep_plot(rows: list[dict], keys: list[str], path: Path) -> Path:
-    """Average accuracy of each trial against its first swept key, one series per value of the others."""
+    """Validation accuracy of each trial against its first swept key, one series per value of the others."""
     x_key, others = keys[0], keys[1:]
     x_values = sorted({str(r[x_key]) for r in rows}, key=lambda v: (v != "1/t", v))  # the 1/t rule first
     figure = Figure(figsize=(6, 4))
@@ -63,7 +63,7 @@ def sweep_plot(rows: list[dict], keys: list[str], path: Path) -> Path:
     series: dict[str, list[tuple[int, float, bool]]] = {}
     for r in rows:
         label = ", ".join(f"{k}={r[k]}" for k in others) or "trials"
-        series.setdefault(label, []).append((x_values.index(str(r[x_key])), r["average_accuracy"], r["finished"]))
+        series.setdefault(label, []).append((x_values.index(str(r[x_key])), r["validation_accuracy"], r["finished"]))
     for label, points in sorted(series.items()):
         done = [(x, y) for x, y, finished in points if finished]
         stopped = [(x, y) for x, y, finished in points if not finished]
@@ -73,7 +73,7 @@ def sweep_plot(rows: list[dict], keys: list[str], path: Path) -> Path:
             axes.plot(*zip(*stopped), "o", mfc="none", color=color, label=None if done else f"{label} (stopped)")
     axes.set_xticks(range(len(x_values)), x_values)
     axes.set_xlabel(x_key)
-    axes.set_ylabel("average accuracy (hollow: stopped early)")
+    axes.set_ylabel("validation accuracy (hollow: stopped early)")
     axes.legend(fontsize=7)
     figure.tight_layout()
     path = Path(path)

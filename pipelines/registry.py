@@ -37,6 +37,7 @@ class RegisteredTask:
     run_id: str
     accuracies: list[float]
     config_hash: str
+    validation: list[float]  # empty when the stream holds no validation data out
 def chain_tasks(chain: str, config_hash: str) -> list[RegisteredTask]:
     """The versions aliased task-0, task-1, ... up to the first missing alias, in task order."""
     client = MlflowClient()
@@ -63,6 +64,7 @@ def _registered_task(version: ModelVersion) -> RegisteredTask:
         run_id=version.run_id or "",
         accuracies=[float(a) for a in json.loads(tags.get("test_accuracies", "[]"))],
         config_hash=tags.get("config_hash", ""),
+        validation=[float(a) for a in json.loads(tags.get("validation_accuracies", "[]"))],
     )
 def clear_chain(chain: str) -> None:
     """Drop the task-* aliases (for --restart); the old versions stay for lineage."""
@@ -73,7 +75,8 @@ def clear_chain(chain: str) -> None:
             if re.fullmatch(r"task-\d+", alias):
                 client.delete_registered_model_alias(chain, alias)
 def register_scholar(chain: str, run_id: str, scholar_folder: Path, task: TaskInfo, parent_version: str | None,
-                     config_hash: str, data_fingerprint: str, accuracies: list[float]) -> str:
+                     config_hash: str, data_fingerprint: str, accuracies: list[float],
+                     validation: list[float] | None = None) -> str:
     """Log the scholar folder under `run_id` and make it version task-k of the chain, atomically.
 
     A version exists only with its tags (set on creation) and its alias: if the alias cannot be set,
@@ -97,6 +100,8 @@ def register_scholar(chain: str, run_id: str, scholar_folder: Path, task: TaskIn
         "test_accuracies": json.dumps(accuracies),
         "average_accuracy": str(sum(accuracies) / len(accuracies) if accuracies else float("nan")),
     }
+    if validation:
+        tags["validation_accuracies"] = json.dumps(validation)
     with mlflow_step(f"creating a version of {chain} for task {task.index}"):
         version = str(client.create_model_version(chain, source=source, run_id=run_id, tags=tags).version)
     try:

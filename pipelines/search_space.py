@@ -10,7 +10,8 @@
 
 Samplers: choice, grid (every value, once per sample), uniform, loguniform, randint (Tune's own). Every
 value a sampler can produce is checked against the config's validation, so an r outside (0, 1] or a
-negative capacity fails at once with its dotted key.
+negative capacity fails at once with its dotted key. Trials are compared on validation accuracy, so the
+config must hold validation data out of each task (`stream.validation` > 0).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from dgr.config import Config, ConfigError, flatten, from_flat
+from dgr.config import Config, ConfigError, config_keys, from_flat
 
 DEFAULT_SPACE: dict[str, dict[str, list[Any]]] = {
     "replay.ratio": {"choice": ["1/t", 0.25, 0.5, 0.75]},
@@ -67,9 +68,9 @@ def parse_sweep(values: Mapping[str, Any] | None, base: Config) -> SweepSpec:
     space = values.get("space", DEFAULT_SPACE)
     if not isinstance(space, Mapping) or not space:
         raise ConfigError(f"sweep.space: expected a mapping of config keys to samplers, got {space!r}")
-    flat = flatten(base)
+    keys = set(config_keys())
     for key, spec in space.items():
-        if key not in flat:
+        if key not in keys:
             raise ConfigError(f"sweep.space.{key}: unknown config key")
         if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
             raise ConfigError(f"sweep.space.{key}: expected one sampler of {', '.join(SAMPLERS)}, got {spec!r}")
@@ -86,4 +87,7 @@ def parse_sweep(values: Mapping[str, Any] | None, base: Config) -> SweepSpec:
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"sweep.{name}: expected an integer >= {low}, got {value!r}")
+    if base.stream.validation <= 0:
+        raise ConfigError("stream.validation: a sweep selects and stops trials on validation accuracy, never on "
+                          "test accuracy; expected a fraction > 0 (e.g. --set stream.validation=0.1), got 0")
     return spec

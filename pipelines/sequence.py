@@ -16,6 +16,7 @@ import sys
 from typing import Any, Sequence
 
 from dgr.datasets import resolve_data_root
+from dgr.evaluation import average_accuracy
 from pipelines import cli
 from pipelines.chain import run_chain
 from pipelines.settings import load_settings
@@ -32,6 +33,8 @@ def print_result(summary: dict[str, Any]) -> None:
     print("accuracy matrix (row: after task i, column: task j)")
     for row in summary["accuracy_matrix"]:
         print("  " + " ".join("   -  " if a is None else f"{a:.4f}" for a in row))
+    if summary["validation_matrix"]:
+        print(f"validation accuracy {average_accuracy(summary['validation_matrix']):.4f} (held-out training data)")
     print(f"average accuracy {summary['average_accuracy']:.4f}  wall {summary['wall_seconds']:.1f} s  "
           f"registered model {summary['registered_model']} versions {', '.join(summary['versions'])}")
 

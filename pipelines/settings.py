@@ -8,6 +8,8 @@ the Ray cluster once it is joined (`pipelines.cluster.plan_workers`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,6 +20,7 @@ from dgr.config import Config, ConfigError, from_dict, parse_override
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "split_mnist.yaml"
 AUTO = "auto"
+MAX_TITLE = 60  # characters of a chain name's stream part
 
 
 @dataclass(frozen=True)
@@ -49,15 +52,30 @@ class PipelineConfig:
             raise ConfigError(f"pipeline.name: expected a name without spaces, '/', '@' or ':', got {self.name!r}")
 
     def chain_name(self, config: Config) -> str:
+        """`pipeline.name`, else dgr-<stream>-<scenario>-<arm>, where a general stream names its sources
+        (`dgr-domains-site_a.site_b-domain-gr`), so two streams over different data never share a chain."""
         if self.name:
             return self.name
         arm = config.replay.arm + ("-distill" if config.replay.arm == "gr" and config.replay.targets == "soft" else "")
-        return f"dgr-{config.stream.name}-{config.stream.scenario}-{arm}"
+        return f"dgr-{_stream_title(config)}-{config.stream.scenario}-{arm}"
 
     def ray_storage(self, workdir: Path) -> str:
         """Where Ray Train (and Tune) keep their run state. Only processes on the driver's node write a
         local default: the chain reports no Ray checkpoints (the registry holds the scholars)."""
         return self.storage_path or str((workdir / "ray_results").resolve())
+
+
+def _stream_title(config: Config) -> str:
+    """The stream's name, with its sources' names for a general stream (a digest when they run long)."""
+    stream = config.stream
+    if not stream.sources:
+        return stream.name
+    names = [re.sub(r"[^A-Za-z0-9_]+", "_", Path(text.partition(":")[2] or text).name).strip("_") or "source"
+             for text in stream.sources]
+    title = f"{stream.name}-{'.'.join(names)}"
+    if len(title) > MAX_TITLE:
+        title = f"{title[:MAX_TITLE - 9]}-{hashlib.sha256(repr(stream.sources).encode()).hexdigest()[:8]}"
+    return title
 
 
 def _number(value: Any) -> bool:

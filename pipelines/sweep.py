@@ -5,9 +5,9 @@
 
 Each trial (`pipelines.trial.ChainTrial`) runs a whole task chain (`pipelines.chain.run_chain`, whose
 Ray Train `TorchTrainer` runs inside the trial: the Train V2 + Tune pattern, not Trainer-in-Tuner) and
-reports after every task its average accuracy so far, so ASHA stops hopeless trials after the first
-tasks; a stopped trial ends its chain and its worker group before it goes. The objective is the final
-average accuracy. The trials' workers are planned once, from the cluster (`pipelines.cluster.trial_plan`:
+reports after every task its accuracy so far on the tasks' validation data (`stream.validation`), so
+ASHA stops hopeless trials after the first tasks; a stopped trial ends its chain and its worker group
+before it goes. The objective is the final validation accuracy; test accuracy is only reported. The trials' workers are planned once, from the cluster (`pipelines.cluster.trial_plan`:
 by default one worker per trial, on a fraction of a GPU with `pipeline.gpus_per_worker`); trials hold
 (almost) no CPU themselves so their Train workers can run on a 2-core machine. One MLflow run for the sweep; each trial's chain run nests under it; the best trial's final
 scholar gets the alias `best`. Rerunning the same sweep restores it with Tune (finished trials stay).
@@ -84,34 +84,37 @@ def _tuner(spec: SweepSpec, config: Config, pipeline: PipelineConfig, data_root:
     return tune.Tuner(
         trainable,
         param_space=spec.tune_space(),
-        tune_config=tune.TuneConfig(metric="average_accuracy", mode="max", scheduler=scheduler,
+        tune_config=tune.TuneConfig(metric="validation_accuracy", mode="max", scheduler=scheduler,
                                     num_samples=spec.samples, max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(name=sweep, storage_path=storage),
     )
 
 
 def summarize(rows: list[dict[str, Any]], keys: list[str], grace: int) -> str:
-    """Markdown table of trials, best final average accuracy first; stopped trials after finished ones.
+    """Markdown table of trials, best validation accuracy first; stopped trials after finished ones. The test
+    accuracy is reported beside it, never used to choose.
 
     Every trial learns `grace` tasks before ASHA may stop it, so the accuracy after them compares all trials.
     """
-    rows = sorted(rows, key=lambda r: (r["finished"], r["average_accuracy"]), reverse=True)
-    lines = ["| trial | " + " | ".join(keys) + f" | after {grace} tasks | tasks | avg. accuracy | forgetting | status |",
-             "|" + "---|" * (len(keys) + 6)]
+    rows = sorted(rows, key=lambda r: (r["finished"], r["validation_accuracy"]), reverse=True)
+    lines = ["| trial | " + " | ".join(keys) + f" | validation after {grace} tasks | tasks | validation accuracy "
+             "| test accuracy | forgetting | status |",
+             "|" + "---|" * (len(keys) + 7)]
     for r in rows:
         status = "finished" if r["finished"] else f"stopped after task {r['tasks'] - 1}"
         early = "-" if r["graced_accuracy"] is None else f"{100 * r['graced_accuracy']:.2f} %"
         lines.append(f"| {r['trial']} | " + " | ".join(str(r[k]) for k in keys) + f" | {early} | {r['tasks']} | "
-                     f"{100 * r['average_accuracy']:.2f} % | {100 * r['forgetting']:.2f} | {status} |")
+                     f"{100 * r['validation_accuracy']:.2f} % | {100 * r['average_accuracy']:.2f} % | "
+                     f"{100 * r['forgetting']:.2f} | {status} |")
     return "\n".join(lines)
 
 
 def _graced_accuracy(result: Any, grace: int) -> float | None:
-    """The trial's average accuracy after `grace` tasks, from its reported history."""
+    """The trial's validation accuracy after `grace` tasks, from its reported history."""
     history = result.metrics_dataframe
     if history is None or "tasks" not in history:
         return None
-    early = history.loc[history["tasks"] == grace, "average_accuracy"]
+    early = history.loc[history["tasks"] == grace, "validation_accuracy"]
     return float(early.iloc[-1]) if len(early) else None
 
 
@@ -147,7 +150,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
         if result.metrics and "tasks" in result.metrics:
             params = {k: result.config[k] for k in keys}
             rows.append({"trial": result.metrics["trial_id"], **params, **{m: result.metrics[m] for m in
-                         ("tasks", "average_accuracy", "forgetting", "registered_model")},
+                         ("tasks", "validation_accuracy", "average_accuracy", "forgetting", "registered_model")},
                          "graced_accuracy": _graced_accuracy(result, spec.grace_period),
                          "finished": result.metrics["tasks"] == num_tasks})
     for r in rows:  # Tune ends the last trials' actors without waiting for their chains to close their runs
@@ -156,7 +159,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
     finished = [r for r in rows if r["finished"]]
     if not finished:
         raise RuntimeError(f"sweep {sweep}: no trial finished all {num_tasks} tasks")
-    best = max(finished, key=lambda r: r["average_accuracy"])
+    best = max(finished, key=lambda r: r["validation_accuracy"])
     best_task = registry.chain_tasks(best["registered_model"], config_hash(from_flat({**flatten(config),
                                                                               **{k: best[k] for k in keys}})))
     registry.set_alias(best["registered_model"], "best", best_task[-1].version)

@@ -30,7 +30,8 @@ _GO, _STOP = "go", "stop"
 
 
 class ChainTrial(tune.Trainable):
-    """`step` returns the metrics of the next task of the chain: `tasks`, `average_accuracy`, `forgetting`."""
+    """`step` returns the metrics of the next task of the chain: `tasks`, `validation_accuracy` (what the
+    sweep selects on), `average_accuracy` (on test data, reported only) and `forgetting`."""
 
     def setup(self, config: dict[str, Any], base: dict[str, Any], pipeline: dict[str, Any], data_root: str,
               workdir: str, sweep: str, sweep_run: str) -> None:
@@ -55,13 +56,17 @@ class ChainTrial(tune.Trainable):
         self._thread = threading.Thread(target=chain, name=f"chain-{self.chain}", daemon=True)
         self._thread.start()
 
-    def _metrics(self, task: int, matrix: Matrix) -> dict[str, Any]:
-        return {"tasks": task + 1, "average_accuracy": average_accuracy(matrix),
+    def _metrics(self, task: int, matrix: Matrix, validation: Matrix) -> dict[str, Any]:
+        if len(validation) != len(matrix):
+            raise ValueError(f"{self.chain}: task {task} has no validation accuracies; a sweep needs "
+                             "stream.validation > 0")
+        return {"tasks": task + 1, "validation_accuracy": average_accuracy(validation),
+                "average_accuracy": average_accuracy(matrix),
                 "forgetting": mean_forgetting(matrix), "registered_model": self.chain,
                 "done": task + 1 == len(matrix[-1])}
 
-    def _on_task(self, task: int, matrix: Matrix) -> None:
-        metrics = self._metrics(task, matrix)
+    def _on_task(self, task: int, matrix: Matrix, validation: Matrix) -> None:
+        metrics = self._metrics(task, matrix, validation)
         self._last_reported = metrics["done"]
         self._results.put(metrics)
         if self._decisions.get() == _STOP:

@@ -15,7 +15,7 @@ import io
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import ray
 import ray.train
@@ -29,7 +29,7 @@ from dgr.config import Config, from_flat
 from dgr.scenario import Scenario, output_size
 from dgr.scholar import Scholar, new_scholar
 from dgr.sequence import remember, replay_source, training_data
-from dgr.streams import Task, build_stream
+from dgr.streams import Task, iter_stream, stream_infos
 from dgr.targets import LabelledData
 from dgr.training import Progress, train_task
 from pipelines import registry, tracking
@@ -48,18 +48,40 @@ def _ddp(device: torch.device, world_size: int):
     return wrap
 
 
-def _stored(config: Config, tasks: list[Task], upto: int) -> LabelledData | None:
-    stored = None
-    for task in tasks[:upto]:
-        stored = remember(config, stored, task)
-    return stored
+class TaskFeed:
+    """A worker's tasks, built one at a time from the stream's sources: a worker holds the real data of the
+    task it trains and, under ER and Joint only, the past data those arms keep by design; never the stream.
+    `at(k)` expects k to grow (a worker group trains its tasks in order); a smaller k starts over."""
+
+    def __init__(self, config: Config, data_root: str | Path):
+        self.config, self.data_root = config, data_root
+        self.infos = stream_infos(config.stream, data_root, config.run.seed)
+        self._restart()
+
+    def _restart(self) -> None:
+        self._tasks: Iterator[Task] = iter_stream(self.config.stream, self.data_root, self.config.run.seed)
+        self._next = 0
+        self.stored: LabelledData | None = None  # what the arm keeps of the tasks before the current one
+        self._current: Task | None = None
+
+    def at(self, k: int) -> Task:
+        if k < self._next - 1:
+            self._restart()
+        while self._next <= k:
+            if self._current is not None:
+                self.stored = remember(self.config, self.stored, self._current)
+            self._current = None  # drop the previous task before the next one is built
+            self._current = next(self._tasks)
+            self._next += 1
+        assert self._current is not None
+        return self._current
 
 
-def _starting_scholar(config: Config, chain: str, tasks: list[Task], k: int, device: torch.device) -> Scholar:
-    if k == 0:
-        outputs = output_size(Scenario(config.stream.scenario), [t.info for t in tasks])
-        return new_scholar(config, tasks[0].input_shape, outputs).to(device)
-    return registry.load_registered_scholar(chain, k - 1, device)
+def _starting_scholar(config: Config, chain: str, feed: TaskFeed, task: Task, device: torch.device) -> Scholar:
+    if task.index == 0:
+        outputs = output_size(Scenario(config.stream.scenario), feed.infos)
+        return new_scholar(config, task.input_shape, outputs).to(device)
+    return registry.load_registered_scholar(chain, task.index - 1, device)
 
 
 def load_hook(spec: Mapping[str, Any] | None) -> Hook | None:
@@ -110,25 +132,25 @@ def train_chain(settings: dict[str, Any]) -> None:
     tracking.configure_tracking(Path(settings["workdir"]))
     config = from_flat(settings["config"])
     device = ray.train.torch.get_device()
-    tasks = build_stream(config.stream, settings["data_root"], config.run.seed)
+    feed = TaskFeed(config, settings["data_root"])
     gate = ray.get_actor(settings["gate"], namespace=settings["namespace"])
     hook = load_hook(settings.get("hook"))
     progress = _progress(rank, settings["log_every"], hook)
     nodes = _node_ids(world_size)
 
-    while (k := _next_task(gate, rank)) < len(tasks):
-        scholar = _starting_scholar(config, settings["chain"], tasks, k, device)
+    while (k := _next_task(gate, rank)) < len(feed.infos):
+        task = feed.at(k)
+        scholar = _starting_scholar(config, settings["chain"], feed, task, device)
         previous = scholar.frozen_copy() if k else None
-        stored = _stored(config, tasks, k)
-        infos = [t.info for t in tasks]
-        replay = replay_source(config, previous, infos[:k], infos[k], stored, device)
-        data = training_data(config, stored, tasks[k])
-        training = train_task(scholar, data, infos[k], config, replay, rank=rank, world_size=world_size,
+        replay = replay_source(config, previous, feed.infos[:k], task.info, feed.stored, device)
+        data = training_data(config, feed.stored, task)
+        training = train_task(scholar, data, task.info, config, replay, rank=rank, world_size=world_size,
                               device=device, wrap=_ddp(device, world_size), callback=progress,
                               log_every=1 if hook else settings["log_every"])
         metrics = {"task": k, "rank": rank, "train_seconds": training.seconds,
                    "iterations_per_second": training.iterations_per_second,
                    **{f"loss_{name}": value for name, value in training.losses.items()}}
+        del task, data, replay, previous  # the next task is built without this one's data still referenced
         ray.train.report(metrics)
         if rank == 0:
             # Bytes, not tensors: the gate then never imports torch to pass them on (seconds per chain).

@@ -46,10 +46,16 @@ def write_parquet(path: Path, labels: np.ndarray, size: int = 8, struct: bool = 
                   label_names: list[str] | None = None) -> None:
     """One Parquet file like the Hub exports: image {bytes, path} (or raw binary) and label, with the
     label names in the schema metadata as `datasets` writes a ClassLabel when `label_names` is given."""
+    write_parquet_images(path, images_of(labels, size), labels, struct, label_names)
+
+
+def write_parquet_images(path: Path, images: np.ndarray, labels: np.ndarray, struct: bool = True,
+                         label_names: list[str] | None = None) -> None:
+    """`images` uint8 (N, H, W, C) as PNG records of a Hub-style Parquet file (see `write_parquet`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    encoded = [png_bytes(image) for image in images_of(labels, size)]
+    encoded = [png_bytes(image) for image in images]
     image = ([{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(encoded)] if struct else encoded)
     table = pa.table({"image": image, "label": labels.tolist()})
     if label_names is not None:

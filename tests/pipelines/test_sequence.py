@@ -120,3 +120,35 @@ def test_every_rank_trains_the_task_rank_0_was_given(
     trained = {rank: (workdir / f"rank-{rank}").read_text().split() for rank in (0, 1)}
     assert trained == {0: ["0", "1"], 1: ["0", "1"]}
     assert [v.tags["task"] for v in _versions()] == ["0", "1"]
+
+
+def _parquet_domains(data_root: Path, base: Path) -> list[str]:
+    """Two domains as Hub-style Parquet files written from the IDX data: the digits, then the digits
+    inverted (a new domain of the same ten classes)."""
+    from dgr.datasets import load_mnist
+    from tests.userfiles import write_parquet_images
+
+    for site, paint in (("site_a", lambda x: x), ("site_b", lambda x: 255 - x)):
+        for split in ("train", "test"):
+            images, labels = load_mnist(data_root, split)
+            write_parquet_images(base / site / f"{split}.parquet", paint(images.permute(0, 2, 3, 1).numpy()),
+                                 labels.numpy())
+    return [f"parquet:{base / 'site_a'}", f"parquet:{base / 'site_b'}"]
+
+
+def test_a_new_domain_chain_from_parquet_files_logs_validation_accuracies(
+        ray_session: None, fake_data_root: Path, workdir: Path, tmp_path: Path) -> None:
+    sources = _parquet_domains(fake_data_root, tmp_path / "parquet")
+    args = chain_args(fake_data_root, workdir, "stream.name=domains", f"stream.sources={','.join(sources)}",
+                      "stream.validation=0.25", "pipeline.name=")
+    assert main(args) == 0
+    result = json.loads((workdir / "result.json").read_text())
+    assert result["registered_model"] == "dgr-domains-site_a.site_b-domain-gr"
+    versions = _versions(result["registered_model"])
+    assert [v.tags["task"] for v in versions] == ["0", "1"]  # one version per source
+    assert [len(json.loads(v.tags["validation_accuracies"])) for v in versions] == [1, 2]
+    assert len(result["validation_matrix"]) == 2
+    client = MlflowClient()
+    task_run = client.get_run(versions[1].run_id)
+    assert task_run.data.metrics["validation_accuracy"] == pytest.approx(
+        sum(json.loads(versions[1].tags["validation_accuracies"])) / 2)

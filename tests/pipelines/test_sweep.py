@@ -21,7 +21,7 @@ from pipelines.settings import load_settings
 from pipelines.sweep import main
 from tests.pipelines.conftest import TINY_CHAIN, tiny_sweep_sets
 
-BASE, _ = load_settings(None, TINY_CHAIN)
+BASE, _ = load_settings(None, [*TINY_CHAIN, "stream.validation=0.25"])
 
 
 @pytest.mark.parametrize("space, named", [
@@ -44,6 +44,17 @@ def test_unknown_sweep_setting_and_bad_sample_count_fail() -> None:
         parse_sweep({"colour": "red"}, BASE)
     with pytest.raises(ConfigError, match=r"sweep\.samples"):
         parse_sweep({"samples": 0}, BASE)
+
+
+def test_a_sweep_needs_validation_data_to_select_on() -> None:
+    no_validation, _ = load_settings(None, TINY_CHAIN)
+    with pytest.raises(ConfigError, match=r"^stream\.validation: .*never on test accuracy"):
+        parse_sweep(None, no_validation)
+
+
+def test_keys_left_at_their_default_can_be_searched() -> None:
+    spec = parse_sweep({"space": {"generator.channels": {"choice": [16, 32]}}}, BASE)
+    assert spec.space == {"generator.channels": {"choice": [16, 32]}}
 
 
 def test_default_space_searches_ratio_and_capacity() -> None:
@@ -69,7 +80,8 @@ def _sweep(data_root: Path, workdir: Path, workers: int) -> list[str]:
     # Paths relative to the sweep's working directory, as a user types them: trials run elsewhere.
     args = [sys.executable, "-m", "pipelines.sweep", "--config", "sweep.yaml", "--data-root",
             os.path.relpath(data_root, workdir), "--workdir", ".", "--name", "tiny-sweep", "--json", "sweep.json"]
-    return args + tiny_sweep_sets("stream.num_tasks=2", f"pipeline.num_workers={workers}", "replay.arm=none")
+    return args + tiny_sweep_sets("stream.num_tasks=2", "stream.validation=0.25", f"pipeline.num_workers={workers}",
+                                  "replay.arm=none")
 
 
 def _env() -> dict[str, str]:
@@ -89,8 +101,9 @@ def _check_sweep(workdir: Path, stdout: str) -> list[dict]:
     stopped = [t for t in trials if not t["finished"]]
     assert stopped and all(t["tasks"] == 1 for t in stopped)  # ASHA stopped them after their first task
     best = summary["best"]
-    assert best["finished"] and best["average_accuracy"] == max(t["average_accuracy"] for t in trials
-                                                                if t["finished"])
+    # chosen on validation accuracy, never on test accuracy
+    assert best["finished"] and best["validation_accuracy"] == max(t["validation_accuracy"] for t in trials
+                                                                   if t["finished"])
     assert f"best: trial {best['trial']}" in stdout
     assert all(t["graced_accuracy"] is not None for t in trials)  # every trial learned the grace period
     client = _client(workdir)

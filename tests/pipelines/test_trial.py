@@ -14,13 +14,15 @@ from pipelines import trial as trial_module
 from pipelines.chain import ChainResult, ChainStopped
 
 MATRIX = [[0.9, None, None], [0.8, 0.7, None], [0.6, 0.7, 0.8]]
+VALIDATION = [[0.5, None, None], [0.4, 0.3, None], [0.2, 0.3, 0.4]]
 
 
 class Chain:
     """Learns `tasks` (already registered: `done_before`) and records what the trial told it."""
 
-    def __init__(self, done_before: int = 0):
+    def __init__(self, done_before: int = 0, validation: Any = VALIDATION):
         self.done_before = done_before
+        self.validation = validation
         self.events: list[str] = []
 
     def __call__(self, config: Any, settings: Any, data_root: Any, workdir: Any, parent_run: Any = None,
@@ -28,7 +30,7 @@ class Chain:
         try:
             for k in range(len(MATRIX)):  # registered tasks are reported again first, as run_chain does
                 self.events.append(f"{'reported' if k < self.done_before else 'trained'} {k}")
-                on_task(k, MATRIX[:k + 1])
+                on_task(k, MATRIX[:k + 1], self.validation[:k + 1])
                 self.events.append(f"released {k}")
         except ChainStopped:
             self.events.append("stopped")
@@ -55,11 +57,13 @@ def test_each_step_is_one_task_and_the_chain_waits_for_the_next_step(make_trial)
     trial = make_trial(chain)
     first = trial.train()
     assert (first["tasks"], first["average_accuracy"], first["done"]) == (1, 0.9, False)
+    assert first["validation_accuracy"] == 0.5  # what the sweep selects on
     assert chain.events == ["trained 0"]  # task 1 waits for Tune's decision on task 0
     second = trial.train()
     assert (second["tasks"], second["done"]) == (2, False)
     assert second["average_accuracy"] == pytest.approx(0.75)
     assert second["forgetting"] == pytest.approx(0.1)
+    assert second["validation_accuracy"] == pytest.approx(0.35)
     last = trial.train()
     assert (last["tasks"], last["done"], last["registered_model"]) == (3, True, trial.chain)
     trial.stop()  # a finished chain is released, not stopped
@@ -113,5 +117,13 @@ def test_a_failing_chain_fails_the_trial(make_trial) -> None:
 
     trial = make_trial(broken)
     with pytest.raises(RuntimeError, match="Ray Train stopped"):
+        trial.train()
+    trial.stop()
+
+
+def test_a_chain_without_validation_data_fails_the_trial(make_trial) -> None:
+    """A sweep never selects on test accuracy: a stream with no validation split is an error, not a fallback."""
+    trial = make_trial(Chain(validation=[]))
+    with pytest.raises(ValueError, match="stream.validation"):
         trial.train()
     trial.stop()
