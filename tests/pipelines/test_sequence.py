@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -122,33 +123,38 @@ def test_every_rank_trains_the_task_rank_0_was_given(
     assert [v.tags["task"] for v in _versions()] == ["0", "1"]
 
 
-def _parquet_domains(data_root: Path, base: Path) -> list[str]:
-    """Two domains as Hub-style Parquet files written from the IDX data: the digits, then the digits
-    inverted (a new domain of the same ten classes)."""
+def _mnist_parquet(data_root: Path, base: Path) -> str:
+    """MNIST as a Hub-style Parquet source (PNG records), written from the IDX files."""
     from dgr.datasets import load_mnist
     from tests.userfiles import write_parquet_images
 
-    for site, paint in (("site_a", lambda x: x), ("site_b", lambda x: 255 - x)):
-        for split in ("train", "test"):
-            images, labels = load_mnist(data_root, split)
-            write_parquet_images(base / site / f"{split}.parquet", paint(images.permute(0, 2, 3, 1).numpy()),
-                                 labels.numpy())
-    return [f"parquet:{base / 'site_a'}", f"parquet:{base / 'site_b'}"]
+    for split in ("train", "test"):
+        images, labels = load_mnist(data_root, split)
+        write_parquet_images(base / f"{split}.parquet", images.permute(0, 2, 3, 1).numpy(), labels.numpy())
+    return f"parquet:{base}"
 
 
-def test_a_new_domain_chain_from_parquet_files_logs_validation_accuracies(
+def test_mnist_from_parquet_then_svhn_with_conv_scholars_logs_validation_accuracies(
         ray_session: None, fake_data_root: Path, workdir: Path, tmp_path: Path) -> None:
-    sources = _parquet_domains(fake_data_root, tmp_path / "parquet")
-    args = chain_args(fake_data_root, workdir, "stream.name=domains", f"stream.sources={','.join(sources)}",
-                      "stream.validation=0.25", "pipeline.name=")
+    """The seed paper's MNIST -> SVHN new-domain chain at 32x32x3 (CNN solver, conv VAE), MNIST read from
+    Parquet, with a validation split: one version per task, validation accuracies logged and tagged."""
+    from tests.fakedata import write_svhn
+
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    write_svhn(data_root, np.random.default_rng(0), per_split=40)
+    sources = [_mnist_parquet(fake_data_root, tmp_path / "mnist_parquet"), "svhn"]
+    args = chain_args(data_root, workdir, "stream.name=domains", f"stream.sources={','.join(sources)}",
+                      "stream.image_size=32", "stream.fit=pad", "stream.channels=3", "stream.validation=0.25",
+                      "solver.kind=cnn", "solver.hidden=16", "generator.kind=conv-vae", "generator.channels=4",
+                      "pipeline.name=")
     assert main(args) == 0
     result = json.loads((workdir / "result.json").read_text())
-    assert result["registered_model"] == "dgr-domains-site_a.site_b-domain-gr"
+    assert result["registered_model"] == "dgr-domains-mnist_parquet.svhn-domain-gr"
     versions = _versions(result["registered_model"])
     assert [v.tags["task"] for v in versions] == ["0", "1"]  # one version per source
     assert [len(json.loads(v.tags["validation_accuracies"])) for v in versions] == [1, 2]
     assert len(result["validation_matrix"]) == 2
-    client = MlflowClient()
-    task_run = client.get_run(versions[1].run_id)
+    task_run = MlflowClient().get_run(versions[1].run_id)
     assert task_run.data.metrics["validation_accuracy"] == pytest.approx(
         sum(json.loads(versions[1].tags["validation_accuracies"])) / 2)
