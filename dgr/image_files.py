@@ -1,5 +1,6 @@
 """Encoded images a user already has: image folders (torchvision's ImageFolder layout) and Parquet files
 (the layout Hugging Face image datasets export). Decoded with PIL; pyarrow and PIL are imported lazily.
+`write_parquet` writes that layout (e.g. to turn arrays into a source).
 
 Both readers return decoded images (H, W, C) uint8 arrays, integer labels and a name per image (its file,
 or its Parquet file and row) for errors; `dgr.shapes.InputShape.stack` makes them one tensor.
@@ -101,6 +102,37 @@ def parquet_class_names(path: Path) -> tuple[str, ...]:
         raise _unreadable(path, exc) from exc
     names = features.get("label", {}).get("names", []) if isinstance(features, dict) else []
     return tuple(str(name) for name in names)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """uint8 (H, W, 1) or (H, W, 3) -> PNG bytes (lossless: `decode` gives the same array back)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_parquet(path: Path, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str] = (),
+                  struct: bool = True) -> Path:
+    """uint8 images (N, H, W, C) and integer labels as one Parquet file in the Hugging Face export layout
+    (`image` {bytes, path} structs of PNG records, or plain binary with `struct=False`; `label`), with the
+    label names as a ClassLabel in the schema metadata when given. Written to a temporary name, then
+    renamed, so a failed write leaves no half file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    encoded = [encode_png(image) for image in images]
+    column = [{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(encoded)] if struct else encoded
+    table = pa.table({"image": column, "label": np.asarray(labels).tolist()})
+    if class_names:
+        features = {"image": {"_type": "Image"}, "label": {"names": list(class_names), "_type": "ClassLabel"}}
+        table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    pq.write_table(table, partial)
+    partial.replace(path)
+    return path
 
 
 def parquet_labels(files: Sequence[Path]) -> np.ndarray:

@@ -6,11 +6,11 @@ test can read back which class an image came from.
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
 import numpy as np
+
+from dgr.image_files import encode_png, write_parquet as write_parquet_file
 
 
 def images_of(labels: np.ndarray, size: int = 8, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -23,14 +23,6 @@ def images_of(labels: np.ndarray, size: int = 8, channels: int = 1, seed: int = 
     return images
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def write_folder(base: Path, classes: list[str], per_class: dict[str, int], size: int = 8, channels: int = 1
                  ) -> None:
     """base/<split>/<class>/<i>.png, `per_class[split]` images of each class."""
@@ -39,30 +31,14 @@ def write_folder(base: Path, classes: list[str], per_class: dict[str, int], size
         for i, (image, label) in enumerate(zip(images_of(labels, size, channels), labels)):
             folder = base / split / classes[label]
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{i}.png").write_bytes(png_bytes(image))
+            (folder / f"{i}.png").write_bytes(encode_png(image))
 
 
 def write_parquet(path: Path, labels: np.ndarray, size: int = 8, struct: bool = True,
                   label_names: list[str] | None = None) -> None:
     """One Parquet file like the Hub exports: image {bytes, path} (or raw binary) and label, with the
     label names in the schema metadata as `datasets` writes a ClassLabel when `label_names` is given."""
-    write_parquet_images(path, images_of(labels, size), labels, struct, label_names)
-
-
-def write_parquet_images(path: Path, images: np.ndarray, labels: np.ndarray, struct: bool = True,
-                         label_names: list[str] | None = None) -> None:
-    """`images` uint8 (N, H, W, C) as PNG records of a Hub-style Parquet file (see `write_parquet`)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    encoded = [png_bytes(image) for image in images]
-    image = ([{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(encoded)] if struct else encoded)
-    table = pa.table({"image": image, "label": labels.tolist()})
-    if label_names is not None:
-        features = {"image": {"_type": "Image"}, "label": {"names": label_names, "_type": "ClassLabel"}}
-        table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    write_parquet_file(path, images_of(labels, size), labels, label_names or (), struct)
 
 
 def write_npz(base: Path, classes: int, per_class: dict[str, int], size: int = 8, channels: int = 0) -> None:

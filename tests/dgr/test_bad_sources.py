@@ -14,7 +14,8 @@ from dgr.config import StreamConfig
 from dgr.datasets import DatasetError
 from dgr.streams import build_stream
 from tests.fakedata import write_mnist
-from tests.userfiles import images_of, png_bytes, write_folder, write_npz, write_parquet
+from dgr.image_files import encode_png
+from tests.userfiles import images_of, write_folder, write_npz, write_parquet
 
 
 def error(tmp_path: Path, **stream: Any) -> str:
@@ -56,20 +57,20 @@ def test_unreadable_image(tmp_path: Path, site: Path) -> None:
 
 
 def test_truncated_image(tmp_path: Path, site: Path) -> None:
-    whole = png_bytes(images_of(np.array([0]), size=64)[0])
+    whole = encode_png(images_of(np.array([0]), size=64)[0])
     (site / "train" / "b" / "9.png").write_bytes(whole[: len(whole) // 2])
     assert str(site / "train" / "b" / "9.png") in error(tmp_path, **folder_stream())
 
 
 def test_class_folder_outside_the_configured_classes(tmp_path: Path, site: Path) -> None:
     (site / "train" / "z").mkdir()
-    (site / "train" / "z" / "0.png").write_bytes(png_bytes(images_of(np.array([0]))[0]))
+    (site / "train" / "z" / "0.png").write_bytes(encode_png(images_of(np.array([0]))[0]))
     message = error(tmp_path, **folder_stream(class_names="a,b"))
     assert str(site / "train" / "z") in message and "stream.class_names" in message
 
 
 def test_images_of_mixed_sizes_without_a_resize_rule(tmp_path: Path, site: Path) -> None:
-    (site / "train" / "b" / "9.png").write_bytes(png_bytes(images_of(np.array([1]), size=12)[0]))
+    (site / "train" / "b" / "9.png").write_bytes(encode_png(images_of(np.array([1]), size=12)[0]))
     message = error(tmp_path, **folder_stream())
     assert str(site / "train" / "b" / "9.png") in message and "stream.image_size" in message
     build_stream(StreamConfig(**folder_stream(image_size=8)), tmp_path, seed=1)  # a rule fixes it
@@ -90,7 +91,7 @@ def test_parquet_label_of_the_wrong_type(tmp_path: Path) -> None:
 
 
 def test_parquet_rows_without_a_label(tmp_path: Path) -> None:
-    image = png_bytes(images_of(np.array([0]))[0])
+    image = encode_png(images_of(np.array([0]))[0])
     pq.write_table(pa.table({"image": [image, image], "label": pa.array([0, None], pa.int64())}),
                    tmp_path / "train.parquet")
     message = error(tmp_path, name="split", sources=f"parquet:{tmp_path}")

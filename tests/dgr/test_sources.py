@@ -126,3 +126,13 @@ def test_pil_and_pyarrow_are_imported_only_when_those_formats_are_read() -> None
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "[]"
+
+
+def test_arrays_written_as_parquet_read_back_bit_for_bit(tmp_path: Path) -> None:
+    from dgr.image_files import read_parquet, write_parquet
+
+    images = images_of(np.arange(6) % 3, size=8, channels=3, seed=1)
+    path = write_parquet(tmp_path / "train.parquet", images, np.arange(6) % 3, ("a", "b", "c"))
+    decoded, labels, _ = read_parquet([path])
+    assert np.array_equal(np.stack(decoded), images) and labels.tolist() == [0, 1, 2, 0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["train.parquet"]  # no partial file left

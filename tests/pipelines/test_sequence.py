@@ -126,11 +126,11 @@ def test_every_rank_trains_the_task_rank_0_was_given(
 def _mnist_parquet(data_root: Path, base: Path) -> str:
     """MNIST as a Hub-style Parquet source (PNG records), written from the IDX files."""
     from dgr.datasets import load_mnist
-    from tests.userfiles import write_parquet_images
+    from dgr.image_files import write_parquet
 
     for split in ("train", "test"):
         images, labels = load_mnist(data_root, split)
-        write_parquet_images(base / f"{split}.parquet", images.permute(0, 2, 3, 1).numpy(), labels.numpy())
+        write_parquet(base / f"{split}.parquet", images.permute(0, 2, 3, 1).numpy(), labels.numpy())
     return f"parquet:{base}"
 
 
