@@ -26,7 +26,7 @@ from dgr.scenario import Scenario
 from dgr.scholar import Scholar, scholar_from_spec
 from dgr.streams import Task, build_stream
 from dgr.targets import LabelledData
-from pipelines import figures, registry, tracking
+from pipelines import audit, figures, registry, tracking
 from pipelines.cluster import WorkerPlan, alive_nodes, plan_workers, ray_init_args
 from pipelines.gate import TaskGate
 from pipelines.progress import ChainProgress
@@ -166,6 +166,7 @@ def _register_task(chain: Chain, task: Task, scholar: Scholar, metrics: dict[str
                                             versions[-1] if versions else None, chain.digest,
                                             fingerprint(task), accuracies)
     versions.append(version)
+    audit.log_version_audit(chain.name, version, run_id, scholar, chain.tasks[:task.index + 1], config)
     tracking.log_metrics(chain.run_id, {"average_accuracy_so_far": average_accuracy(matrix),
                                         "forgetting_so_far": mean_forgetting(matrix)}, step=task.index)
     print(f"task {task.index} ({task.name}): accuracies {' '.join(f'{a:.4f}' for a in accuracies)}; "
