@@ -98,10 +98,10 @@ class Needles:
         self.labels: list[tuple[str, int]] = []  # (form, task)
         keys, owners = [], []
         for task in tasks:
-            pixels = task.train_x.reshape(len(task.train_x), -1).numpy()
+            pixels = task.train_x.reshape(len(task.train_x), -1).numpy()  # (N, D)
             as_float = (pixels.astype(np.float32) / np.float32(255.0)).view(np.uint8)  # (N, 4D)
-            for form, rows in (("uint8", pixels), ("float32", as_float)):
-                offsets = _key_offsets(rows)
+            for form, rows, size in (("uint8", pixels, 1), ("float32", as_float, 4)):
+                offsets = size * _key_pixels(pixels, KEY // size)  # in bytes
                 keys.append(_keys(rows, offsets))
                 owners.append(np.stack([np.full(len(rows), len(self.images)), np.arange(len(rows)), offsets], 1))
                 self.images.append(np.ascontiguousarray(rows))
@@ -118,28 +118,32 @@ class Needles:
             if usable <= 0:
                 break
             words = buffer[shift:shift + usable].view("<u8")
-            for hit in np.nonzero(np.isin(words, self.keys))[0]:
+            first = np.searchsorted(self.keys, words).clip(max=len(self.keys) - 1)
+            for hit in np.nonzero(self.keys[first] == words)[0]:
                 position = shift + KEY * int(hit)
-                first, last = np.searchsorted(self.keys, words[hit], "left"), np.searchsorted(self.keys, words[hit], "right")
-                for array, row, offset in self.owners[first:last]:
+                last = np.searchsorted(self.keys, words[hit], "right")
+                for array, row, offset in self.owners[first[hit]:last]:
                     image, start = self.images[array][row], position - int(offset)
                     if start >= 0 and data[start:start + len(image)] == image.tobytes():
                         form, task = self.labels[array]
                         yield Finding(name, task, int(row), form, start)
 
 
-def _key_offsets(rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Per row (N, L), the start of its KEY-byte window with the most byte-to-byte changes: a run of zeros
-    (an image's empty border) would match everywhere in a file."""
+def _key_pixels(pixels: np.ndarray, width: int, chunk: int = 4096) -> np.ndarray:
+    """Per image (N, D), the first of the `width` consecutive pixels with the most nonzero and changing
+    values: a run of zeros (an image's empty border) would match everywhere in a file."""
     offsets = []
-    for start in range(0, len(rows), chunk):
-        changes = np.diff(rows[start:start + chunk].astype(np.int16), axis=1) != 0  # (c, L-1)
-        total = np.concatenate([np.zeros((len(changes), 1), np.int32), changes.cumsum(1, dtype=np.int32)], 1)
-        offsets.append((total[:, KEY - 1:] - total[:, :-(KEY - 1)]).argmax(1))  # windows of KEY - 1 changes
+    for start in range(0, len(pixels), chunk):
+        rows = pixels[start:start + chunk].astype(np.int16)
+        score = (rows != 0).astype(np.int32)
+        score[:, 1:] += rows[:, 1:] != rows[:, :-1]  # (c, D): nonzero, and differs from the pixel before
+        total = np.concatenate([np.zeros((len(rows), 1), np.int32), score.cumsum(1, dtype=np.int32)], 1)
+        offsets.append((total[:, width:] - total[:, :-width]).argmax(1))  # (c, D - width + 1)
     return np.concatenate(offsets)
 
 
 def _keys(rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The KEY bytes of each row (N, L) at its byte offset, as one uint64 each."""
     window = rows[np.arange(len(rows))[:, None], offsets[:, None] + np.arange(KEY)]  # (N, KEY)
     return np.ascontiguousarray(window).view("<u8").ravel()
 
