@@ -9,6 +9,11 @@ GR generator replays all of them), two figures, both on flat pixels in [0, 1] wi
   not a mean of per-sample ratios: a few collapsed or garbage samples move neither median, and no
   per-sample division by a near-zero held-out distance blows up. About 1: samples are as close to unseen
   images as to training ones; well below 1: the generator reproduces training images.
+- `copy_ratio`: median distance of a sample to its nearest training image over the same median for the
+  held-out images, both against all training images (one reference set, so no size bias; the data-copying
+  comparison of Meehan et al. 2020). It sees copies of any training image, which `nn_ratio` cannot when
+  m is a small part of them: about 1 for unseen images of the data's distribution, well below 1 for a
+  generator that copies, above 1 for samples further from the data than real images are (blurred, noise).
 - `near_copy_fraction`: the fraction of samples whose nearest training image (all of them, not a subset)
   lies closer than `threshold`, the `quantile` (default 1 %) of the held-out images' own nearest-training-
   image distances: a sample counts as a copy when it is closer to a training image than 99 % of real
@@ -37,6 +42,7 @@ QUANTILE = 0.01
 @dataclass(frozen=True)
 class Memorisation:
     nn_ratio: float  # median nearest-training distance / median nearest-held-out distance, m references each
+    copy_ratio: float  # median nearest-training distance of samples / of held-out images, all training images
     near_copy_fraction: float  # samples closer to a training image than `threshold`
     threshold: float  # `quantile` of held-out images' nearest-training-image distances
     samples: int
@@ -91,10 +97,12 @@ def memorisation(samples: torch.Tensor, train: torch.Tensor, held_out: torch.Ten
     train_ref = all_train[torch.randperm(len(all_train), generator=g)[:m]]
     held_ref = as_pixels(held_out[torch.randperm(len(held_out), generator=g)[:m]])
     ratio = nearest_distances(x, train_ref).median() / nearest_distances(x, held_ref).median()
-    threshold = torch.quantile(nearest_distances(held_ref, all_train), quantile)
-    near = (nearest_distances(x, all_train) <= threshold).float().mean()
-    return Memorisation(float(ratio), float(near), float(threshold), len(samples), m, len(all_train),
-                        time.perf_counter() - start)
+    held_to_train, to_train = nearest_distances(held_ref, all_train), nearest_distances(x, all_train)
+    threshold = torch.quantile(held_to_train, quantile)
+    near = (to_train <= threshold).float().mean()
+    copy_ratio = to_train.median() / held_to_train.median()
+    return Memorisation(float(ratio), float(copy_ratio), float(near), float(threshold), len(samples), m,
+                        len(all_train), time.perf_counter() - start)
 
 
 def audit_generator(generator: torch.nn.Module, learned: Sequence[Task], samples: int = SAMPLES,

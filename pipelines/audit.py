@@ -60,7 +60,8 @@ def log_version_audit(chain: str, version: str, run_id: str, scholar: Scholar, l
         tags["privacy.generator"] = "none"
     else:
         score = audit_generator(scholar.generator, learned, seed=config.run.seed)
-        metrics = {"privacy.nn_ratio": score.nn_ratio, "privacy.near_copy_fraction": score.near_copy_fraction,
+        metrics = {"privacy.nn_ratio": score.nn_ratio, "privacy.copy_ratio": score.copy_ratio,
+                   "privacy.near_copy_fraction": score.near_copy_fraction,
                    "privacy.threshold": score.threshold, "privacy.audit_seconds": score.seconds}
         tracking.log_metrics(run_id, metrics, step=learned[-1].index)
         tags.update({key: f"{value:.4f}" for key, value in metrics.items() if key != "privacy.audit_seconds"})

@@ -48,7 +48,7 @@ def score(generator: Returns, task: Task) -> Memorisation:
 def test_a_generator_returning_training_images_scores_as_memorising(task_and_unseen) -> None:
     task, _ = task_and_unseen
     result = score(Returns(task.train_x), task)
-    assert result.nn_ratio < 0.05
+    assert result.nn_ratio < 0.05 and result.copy_ratio < 0.05
     assert result.near_copy_fraction == 1.0
     assert result.references == 64 and result.training_images == 64
 
@@ -56,15 +56,24 @@ def test_a_generator_returning_training_images_scores_as_memorising(task_and_uns
 def test_a_generator_returning_unseen_images_does_not(task_and_unseen) -> None:
     task, unseen = task_and_unseen
     result = score(Returns(unseen), task)
-    assert 0.8 < result.nn_ratio < 1.25
+    assert 0.8 < result.nn_ratio < 1.25 and 0.8 < result.copy_ratio < 1.25
     assert result.near_copy_fraction < 0.1
 
 
 def test_noise_does_not_score_as_memorising(task_and_unseen) -> None:
     task, _ = task_and_unseen
     result = score(Returns(None), task)
-    assert 0.8 < result.nn_ratio < 1.25
+    assert 0.8 < result.nn_ratio < 1.25 and result.copy_ratio > 1.25  # noise is further from the data than data
     assert result.near_copy_fraction < 0.05
+
+
+def test_copies_of_training_images_outside_the_ratio_s_references_show_in_copy_ratio_and_fraction() -> None:
+    """With 4x more training than held-out images, the equal-size nn_ratio sees a quarter of the copies."""
+    task = make_tiny_stream(1, per_class=128, test_per_class=32)[0]
+    result = audit_generator(Returns(task.train_x), [task], samples=400)
+    assert result.references == 64 and result.training_images == 256
+    assert result.nn_ratio > 0.5  # most copies are of images outside its m = 64 references
+    assert result.copy_ratio < 0.05 and result.near_copy_fraction == 1.0
 
 
 def test_the_threshold_is_the_held_out_images_1st_percentile_distance_to_training(task_and_unseen) -> None:

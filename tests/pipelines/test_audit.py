@@ -68,7 +68,8 @@ def test_each_gr_version_carries_its_memorisation_audit(store: Path) -> None:
     client = MlflowClient()
     for k, version in enumerate(_versions("audit-gr")):
         tags = version.tags
-        assert 0 < float(tags["privacy.nn_ratio"]) and 0 <= float(tags["privacy.near_copy_fraction"]) <= 1
+        assert 0 < float(tags["privacy.nn_ratio"]) and 0 < float(tags["privacy.copy_ratio"])
+        assert 0 <= float(tags["privacy.near_copy_fraction"]) <= 1
         assert float(tags["privacy.threshold"]) > 0 and tags["privacy.generator"] == "vae"
         assert tags["privacy.real_data"].startswith("none kept")
         history = client.get_metric_history(version.run_id, "privacy.nn_ratio")
