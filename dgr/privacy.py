@@ -1,7 +1,7 @@
 """Does a generator reproduce its training images? Nearest-neighbour evidence for a privacy officer.
 
 For n samples of a generator and the real images of the tasks it has learned (tasks 0..k: after task k a
-GR generator replays all of them), two figures, both on flat pixels in [0, 1] with Euclidean distance:
+GR generator replays all of them), three figures, on flat pixels in [0, 1] with Euclidean distance:
 
 - `nn_ratio`: median distance of a sample to its nearest training image, over median distance to its
   nearest held-out image, against the same number m of reference images of each (a nearest-neighbour

@@ -9,7 +9,8 @@ Per chain (`audit_chain_files`): every artifact of the chain's runs and every re
 are downloaded and searched for every training image of the stream, as raw uint8 pixels (for MNIST and
 Fashion-MNIST these are the IDX files' image records, byte for byte) and as float32 pixels in [0, 1] (what
 a tensor of the image holds), inside zip archives (torch checkpoints) too. The search finds one 8-byte key
-per image (its most varied 8 bytes) anywhere in a file, then compares the whole image at each hit.
+per image (its most varied 8 bytes) anywhere in a file, then compares the whole image at each hit. JSON
+files (an input example, say) are also read for images written as numbers.
 Encoded images (a PNG of a training image, a sample grid) are not decoded: sample grids are generated.
 
     python -m pipelines.audit [--config FILE] [--set k=v ...] [--data-root DIR] [--workdir DIR]
@@ -19,6 +20,7 @@ audits the chain those settings name (exit 0: no training image found, 1: found,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tempfile
@@ -76,8 +78,8 @@ class Finding:
     file: str  # relative to the audit's download folder: runs/<run id>/... or versions/<version>/...
     task: int
     image: int  # row of the task's training images
-    form: str  # uint8 | float32
-    offset: int  # in the file, or in the zip member named in `file`
+    form: str  # uint8 | float32 | JSON numbers
+    offset: int  # in the file, or in the zip member named in `file`; for JSON, the index of its first number
 
 
 @dataclass
@@ -162,7 +164,41 @@ def audit_folder(folder: Path, needles: Needles) -> FileAudit:
             with zipfile.ZipFile(path) as archive:
                 for member in archive.namelist():
                     audit.findings += needles.find(archive.read(member), f"{name}!{member}")
+        if path.suffix == ".json":
+            audit.findings += _find_in_json(data, name, needles)
     return audit
+
+
+def _find_in_json(data: bytes, name: str, needles: Needles) -> Iterator[Finding]:
+    """Images written as JSON numbers (e.g. a model's input example): each numeric array, read as uint8
+    pixels (integers 0..255, or multiples of 1/255 in [0, 1]), is searched like a file; the offset is the
+    index of the image's first number in the array."""
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return
+    for values in _numeric_arrays(document):
+        for scale in (1.0, 255.0):
+            pixels = values * scale
+            if pixels.min() >= 0 and pixels.max() <= 255 and np.allclose(pixels, np.round(pixels), atol=1e-4):
+                for found in needles.find(np.round(pixels).astype(np.uint8).tobytes(), name):
+                    if found.form == "uint8":
+                        yield dataclasses.replace(found, form="JSON numbers")
+
+
+def _numeric_arrays(node: object) -> Iterator[np.ndarray]:
+    """Every maximal (nested) list of numbers in a JSON document, flattened."""
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _numeric_arrays(value)
+    elif isinstance(node, list) and node:
+        try:
+            values = np.asarray(node, dtype=np.float64).ravel()
+        except (ValueError, TypeError):
+            for value in node:
+                yield from _numeric_arrays(value)
+        else:
+            yield values
 
 
 def download_chain_files(chain: str, dest: Path) -> None:

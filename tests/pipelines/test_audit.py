@@ -130,6 +130,15 @@ def test_an_image_is_found_at_any_byte_offset_and_only_when_whole(tmp_path: Path
     assert found == [("whole", 3, shift)]
 
 
+def test_an_image_written_as_json_numbers_is_found(tmp_path: Path) -> None:
+    task = make_tiny_stream(1)[0]
+    pixels = task.train_x[4].float() / 255  # (1, 8, 8), as an input example would hold it
+    example = {"inputs": [task.test_x[0].float().div(255).tolist(), pixels.tolist()], "name": ["a", 1]}
+    (tmp_path / "input_example.json").write_text(json.dumps(example))
+    found = [(f.file, f.image, f.form, f.offset) for f in audit.audit_folder(tmp_path, audit.Needles([task])).findings]
+    assert found == [("input_example.json", 4, "JSON numbers", 64)]
+
+
 def test_no_training_image_is_found_in_other_images_of_the_same_distribution(tmp_path: Path) -> None:
     task: Task = make_tiny_stream(1)[0]
     (tmp_path / "test_images").write_bytes(task.test_x.numpy().tobytes())
