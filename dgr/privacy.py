@@ -20,7 +20,8 @@ GR generator replays all of them), three figures, on flat pixels in [0, 1] with 
   unseen images are. Fresh draws from the data's distribution score about `quantile`.
 
 Held-out images are the tasks' validation data when the stream holds some out, else their test data.
-Distances are computed in chunks, so memory stays bounded by `chunk` x `chunk` floats.
+Distances are computed in chunks, so memory stays bounded by a few `chunk` x `chunk` and `chunk` x D floats
+beyond the images themselves.
 """
 
 from __future__ import annotations
@@ -58,20 +59,22 @@ def as_pixels(images: torch.Tensor) -> torch.Tensor:
 
 
 def nearest_distances(queries: torch.Tensor, references: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """Euclidean distance (Q,) from each query row (Q, D) to its nearest reference row (R, D).
+    """Euclidean distance (Q,) from each query image to its nearest reference image, as `as_pixels` rows.
 
     |q - r|^2 = |q|^2 + |r|^2 - 2 q.r as one matrix product per (chunk x chunk) block; both sides are
     centred on the references' mean first, which keeps float32 cancellation small for near-equal rows.
+    Images become floats one chunk at a time, so uint8 inputs are never copied whole.
     """
     if len(references) == 0:
         raise ValueError("nearest_distances: no reference images")
-    centre = references.mean(0)
+    centre = sum(as_pixels(references[r0:r0 + chunk]).sum(0) for r0 in range(0, len(references), chunk))
+    centre = centre / len(references)  # (D,)
     best = torch.full((len(queries),), float("inf"))
     for q0 in range(0, len(queries), chunk):
-        q = queries[q0:q0 + chunk] - centre
+        q = as_pixels(queries[q0:q0 + chunk]) - centre
         q_norm = (q * q).sum(1, keepdim=True)  # (c, 1)
         for r0 in range(0, len(references), chunk):
-            r = references[r0:r0 + chunk] - centre
+            r = as_pixels(references[r0:r0 + chunk]) - centre
             squared = q_norm + (r * r).sum(1) - 2.0 * q @ r.T  # (c, c')
             best[q0:q0 + chunk] = torch.minimum(best[q0:q0 + chunk], squared.min(1).values)
     return best.clamp_(min=0.0).sqrt_()
@@ -93,16 +96,15 @@ def memorisation(samples: torch.Tensor, train: torch.Tensor, held_out: torch.Ten
     start = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
     m = min(references, len(train), len(held_out))
-    x, all_train = as_pixels(samples), as_pixels(train)
-    train_ref = all_train[torch.randperm(len(all_train), generator=g)[:m]]
-    held_ref = as_pixels(held_out[torch.randperm(len(held_out), generator=g)[:m]])
-    ratio = nearest_distances(x, train_ref).median() / nearest_distances(x, held_ref).median()
-    held_to_train, to_train = nearest_distances(held_ref, all_train), nearest_distances(x, all_train)
+    train_ref = train[torch.randperm(len(train), generator=g)[:m]]
+    held_ref = held_out[torch.randperm(len(held_out), generator=g)[:m]]
+    ratio = nearest_distances(samples, train_ref).median() / nearest_distances(samples, held_ref).median()
+    held_to_train, to_train = nearest_distances(held_ref, train), nearest_distances(samples, train)
     threshold = torch.quantile(held_to_train, quantile)
     near = (to_train <= threshold).float().mean()
     copy_ratio = to_train.median() / held_to_train.median()
     return Memorisation(float(ratio), float(copy_ratio), float(near), float(threshold), len(samples), m,
-                        len(all_train), time.perf_counter() - start)
+                        len(train), time.perf_counter() - start)
 
 
 def audit_generator(generator: torch.nn.Module, learned: Sequence[Task], samples: int = SAMPLES,
