@@ -31,6 +31,7 @@ class TaskEvaluated:
     accuracies: list[float]
     training: TaskTraining
     validation: list[float] = field(default_factory=list)  # on every task so far, when the stream holds some out
+    scholar: Scholar | None = None  # the live scholar after the task: read it (audit, sample), never train it
 
 
 @dataclass
@@ -136,6 +137,6 @@ def run_sequence(config: Config, tasks: Iterable[Task], outputs: int | None = No
             validation = evaluate(scholar.solver, valid_sets, scenario, task.info, config.run.eval_batch_size, device)
             valid_matrix.append(matrix_row(validation, num_tasks))
         if callback is not None:
-            callback(TaskEvaluated(task.index, accuracies, training, validation))
+            callback(TaskEvaluated(task.index, accuracies, training, validation, scholar))
     return SequenceResult(matrix, average_accuracy(matrix), forgetting(matrix), backward_transfer(matrix),
                           time.perf_counter() - start, trainings, scholar, valid_matrix)

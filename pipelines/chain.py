@@ -27,7 +27,7 @@ from dgr.scholar import Scholar, scholar_from_spec
 from dgr.sequence import validation_set
 from dgr.streams import Task, build_stream
 from dgr.targets import LabelledData
-from pipelines import figures, registry, tracking
+from pipelines import audit, figures, registry, tracking
 from pipelines.cluster import WorkerPlan, alive_nodes, plan_workers, ray_init_args
 from pipelines.gate import TaskGate
 from pipelines.progress import ChainProgress
@@ -177,6 +177,7 @@ def _register_task(chain: Chain, task: Task, scholar: Scholar, metrics: dict[str
                                             versions[-1] if versions else None, chain.digest,
                                             fingerprint(task), accuracies, validation)
     versions.append(version)
+    audit.log_version_audit(chain.name, version, run_id, scholar, chain.tasks[:task.index + 1], config)
     tracking.log_metrics(chain.run_id, so_far, step=task.index)
     checked = f"; validation {' '.join(f'{a:.4f}' for a in validation)}" if validation else ""
     print(f"task {task.index} ({task.name}): accuracies {' '.join(f'{a:.4f}' for a in accuracies)}{checked}; "

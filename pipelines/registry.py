@@ -152,3 +152,9 @@ def _registered_model(client: MlflowClient, chain: str) -> RegisteredModel | Non
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
+def tag_version(chain: str, version: str, tags: dict[str, str]) -> None:
+    """Add `tags` to a registered version (e.g. its privacy audit, which runs after registration)."""
+    client = MlflowClient()
+    with mlflow_step(f"tagging version {version} of {checked_name(chain)}"):
+        for key, value in tags.items():
+            client.set_model_version_tag(chain, version, key, value)

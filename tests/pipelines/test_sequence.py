@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from dgr.streams import build_stream
+from pipelines import audit
 from pipelines import chain as chain_module
 from pipelines.chain import WorkerHook
 from pipelines.sequence import main
-from tests.pipelines.conftest import chain_args
+from pipelines.settings import load_settings
+from tests.pipelines.conftest import TINY_CHAIN, chain_args
 from tests.pipelines.worker_hooks import RaceGate
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
@@ -59,6 +62,7 @@ def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
         assert version.tags["parent_version"] == ("none" if k == 0 else str(k))
         assert version.tags["task"] == str(k)
         assert json.loads(version.tags["test_accuracies"]) == result["accuracy_matrix"][k][:k + 1]
+        assert float(version.tags["privacy.nn_ratio"]) > 0  # the driver audits each version's generator
     # The chain's run carries its progress, task by task (what a sweep trial reports to Tune).
     chain_run = next(run for run in client.search_runs([client.get_experiment_by_name("dgr").experiment_id],
                                                        filter_string="tags.`dgr.chain` = 'tiny-chain'")
@@ -71,6 +75,8 @@ def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
     assert (workdir / "ray_results").is_dir() and not list((workdir / "ray_results").rglob("*.pt"))
     assert [len(nodes) for nodes in result["worker_nodes"]] == [2, 2, 2]
     assert result["workers"]["num_workers"] == 2
+    config, _ = load_settings(None, TINY_CHAIN)
+    assert audit.audit_chain_files("tiny-chain", build_stream(config.stream, fake_data_root, config.run.seed)).clean
 
     capsys.readouterr()
     assert main(chain_args(fake_data_root, workdir)) == 0  # same chain, same config: nothing to do
