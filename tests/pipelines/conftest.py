@@ -56,3 +56,13 @@ def tiny_sweep_sets(*extra: str) -> list[str]:
         if not item.startswith("pipeline.name"):
             args += ["--set", item]
     return args
+
+
+def stored_scholar_file(chain: str, task: int, name: str) -> Path:
+    """The file `name` (spec.json, weights.pt) of alias task-`task`'s scholar in a local artifact store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    model_id = client.get_model_version_by_alias(chain, f"task-{task}").source.removeprefix("models:/")
+    location = client.get_logged_model(model_id).artifact_location
+    return Path(location.removeprefix("file://")) / "artifacts" / "scholar" / name
