@@ -35,9 +35,10 @@ class ScholarModel(PythonModel):
         self.scenario = Scenario(context.model_config["scenario"])
         self.tasks = [TaskInfo(t["index"], t["name"], tuple(t["classes"])) for t in context.model_config["tasks"]]
 
-    # model_input has no type hint: MLflow would read one as a schema for its own input validation,
-    # and the signature (float32 (-1, C, H, W)) already says what comes in.
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    # No type hint on model_input: MLflow would take one as the input schema (and warns that there is
+    # none); the signature logged with each version, float32 (-1, C, H, W), is the schema.
+    def predict(self, context: Any, model_input,  # type: ignore[no-untyped-def]
+                params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
         images = torch.as_tensor(np.asarray(model_input, dtype=np.float32))  # (B, C, H, W)
         start, stop = self._head(int((params or {}).get("task", LATEST)))
         logits = self.scholar.label(images)  # (B, outputs)
@@ -47,14 +48,14 @@ class ScholarModel(PythonModel):
         return {"predicted_class": predictions(logits, heads).numpy(), "scores": scores.numpy()}
 
     def _head(self, task: int) -> tuple[int, int]:
-        latest = self.tasks[-1]
-        if task == LATEST and self.scenario is not Scenario.TASK:
+        latest, learned = self.tasks[-1], f"a learned task 0..{len(self.tasks) - 1}"
+        if task == LATEST:
+            if self.scenario is Scenario.TASK:
+                raise MlflowException(f"params task: required by a task-incremental scholar ({learned})",
+                                      INVALID_PARAMETER_VALUE)
             return head(self.scenario, latest, latest)
         if not 0 <= task < len(self.tasks):
-            known = f"0..{len(self.tasks) - 1}"
-            raise MlflowException(f"params task: expected a learned task {known}"
-                                  f"{' (required: task-incremental scholar)' if task == LATEST else ''}, "
-                                  f"got {task}", INVALID_PARAMETER_VALUE)
+            raise MlflowException(f"params task: expected {learned}, got {task}", INVALID_PARAMETER_VALUE)
         return head(self.scenario, self.tasks[task], latest)
 
 

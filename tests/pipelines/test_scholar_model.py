@@ -35,7 +35,8 @@ SERVE_TIMEOUT_S = 300  # a guard against a server that never starts, not a bench
 def _register_last_task(data_root: Path, workdir: Path, scenario: str) -> chain_module.Chain:
     """Version task-1 of a 2-task split MNIST, registered by the driver's own `_register_task` (an
     untrained scholar: what matters is that the model's predictions match the chain's evaluation)."""
-    config = from_flat({"stream.name": "split", "stream.sources": ("mnist",), "stream.classes_per_task": 5, "stream.scenario": scenario, "stream.test_samples": 100,
+    config = from_flat({"stream.name": "split", "stream.sources": ("mnist",), "stream.classes_per_task": 5,
+                        "stream.scenario": scenario, "stream.test_samples": 100,
                         "solver.hidden": 16, "generator.hidden": 16, "generator.latent": 4})
     tasks = build_stream(config.stream, data_root, config.run.seed)
     tracking.configure_tracking(workdir)
