@@ -26,18 +26,6 @@ HASH = config_hash(CONFIG)
 CHAIN = "tiny-chain"
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty mlflow.db: creating one takes seconds, copying it milliseconds."""
-    folder = tmp_path_factory.mktemp("template")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        tracking.configure_tracking(folder)
-        MlflowClient().search_experiments()
-        mlflow.set_tracking_uri(None)
-    return folder / "mlflow.db"
-
-
 @pytest.fixture
 def workdir(tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.copy(empty_store, tmp_path / "mlflow.db")

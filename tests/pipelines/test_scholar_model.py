@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,13 +33,14 @@ NAME = "tiny-model"
 SERVE_TIMEOUT_S = 300  # a guard against a server that never starts, not a benchmark
 
 
-def _register_last_task(data_root: Path, workdir: Path, scenario: str) -> chain_module.Chain:
+def _register_last_task(data_root: Path, workdir: Path, store: Path, scenario: str) -> chain_module.Chain:
     """Version task-1 of a 2-task split MNIST, registered by the driver's own `_register_task` (an
     untrained scholar: what matters is that the model's predictions match the chain's evaluation)."""
     config = from_flat({"stream.name": "split", "stream.sources": ("mnist",), "stream.classes_per_task": 5,
                         "stream.scenario": scenario, "stream.test_samples": 100,
                         "solver.hidden": 16, "generator.hidden": 16, "generator.latent": 4})
     tasks = build_stream(config.stream, data_root, config.run.seed)
+    shutil.copy(store, workdir / "mlflow.db")
     tracking.configure_tracking(workdir)
     experiment = tracking.ensure_experiment(chain_module.EXPERIMENT, workdir)
     digest = config_hash(config)
@@ -56,8 +58,8 @@ def _images(task: Task) -> np.ndarray:
 
 @pytest.mark.parametrize("scenario", ["class", "domain", "task"])
 def test_the_loaded_model_predicts_with_the_accuracy_the_chain_reported(
-        fake_data_root: Path, workdir: Path, scenario: str) -> None:
-    chain = _register_last_task(fake_data_root, workdir, scenario)
+        fake_data_root: Path, workdir: Path, empty_store: Path, scenario: str) -> None:
+    chain = _register_last_task(fake_data_root, workdir, empty_store, scenario)
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@task-1")
     reported = chain.result.accuracy_matrix[0]  # the row of task 1, the only one registered
     for task in chain.tasks:
@@ -101,8 +103,9 @@ def _wait_until_up(server: subprocess.Popen, url: str) -> None:
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_with_the_models_predictions(fake_data_root: Path, workdir: Path) -> None:
-    chain = _register_last_task(fake_data_root, workdir, "class")
+def test_mlflow_models_serve_answers_with_the_models_predictions(
+        fake_data_root: Path, workdir: Path, empty_store: Path) -> None:
+    chain = _register_last_task(fake_data_root, workdir, empty_store, "class")
     uri = f"models:/{NAME}@task-1"
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
