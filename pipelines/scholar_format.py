@@ -24,7 +24,7 @@ from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
 import dgr
 from dgr.checkpoint import load_scholar as load_scholar_folder
-from dgr.checkpoint import save_scholar
+from dgr.checkpoint import SPEC_FILE, save_scholar
 from dgr.scholar import Scholar
 from dgr.streams import TaskInfo
 from pipelines import scholar_model
@@ -92,12 +92,14 @@ def load_scholar(uri: str, device: torch.device | str = "cpu") -> Scholar:
     `models:/<chain>@task-<k>`. Only the weights and spec are read; errors name `uri`."""
     with tempfile.TemporaryDirectory(prefix="dgr-scholar-") as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-            flavor = Model.load(local).flavors["python_function"]
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            if (local / SPEC_FILE).is_file():  # a version registered as a bare folder, before it was a Model
+                return load_scholar_folder(local, device, origin=uri)
+            flavor = Model.load(str(local)).flavors["python_function"]
             relative = flavor["artifacts"][scholar_model.SCHOLAR_ARTIFACT]["path"]
         except (MlflowException, OSError) as exc:
             raise RegistryError(f"cannot download scholar {uri}: {one_line(exc)}") from None
         except KeyError:
             raise RegistryError(f"{uri} is not a dgr scholar: its MLmodel has no pyfunc artifact "
                                 f"{scholar_model.SCHOLAR_ARTIFACT!r}") from None
-        return load_scholar_folder(Path(local) / relative, device, origin=uri)
+        return load_scholar_folder(local / relative, device, origin=uri)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from dgr.checkpoint import CheckpointError
+from dgr.checkpoint import CheckpointError, save_scholar
 from dgr.config import config_hash, from_flat
 from dgr.scholar import Scholar, new_scholar
 from dgr.streams import TaskInfo
@@ -125,6 +125,20 @@ def test_scholar_loaded_by_alias_computes_what_was_saved(workdir: Path) -> None:
     assert torch.equal(loaded.label(x), saved.label(x))
     assert torch.equal(loaded.sample(5, torch.Generator().manual_seed(1)),
                        saved.sample(5, torch.Generator().manual_seed(1)))
+
+
+def test_a_version_registered_as_a_bare_folder_still_loads(workdir: Path) -> None:
+    """Chains registered before versions were MLflow Models resume: their scholar is spec.json + weights.pt."""
+    experiment = tracking.ensure_experiment("dgr-test", workdir)
+    run_id = tracking.start_chain_run(CHAIN, experiment, CONFIG, HASH)
+    client = MlflowClient()
+    client.log_artifacts(run_id, str(save_scholar(_scholar(3), workdir / "scholar")), "scholar")
+    client.create_registered_model(CHAIN)
+    source = f"{client.get_run(run_id).info.artifact_uri}/scholar"
+    version = client.create_model_version(CHAIN, source=source, run_id=run_id, tags={"task": "0"}).version
+    client.set_registered_model_alias(CHAIN, "task-0", str(version))
+    x = torch.rand(5, 1, 8, 8)
+    assert torch.equal(registry.load_registered_scholar(CHAIN, 0).label(x), _scholar(3).label(x))
 
 
 def test_another_config_hash_is_refused_naming_version_and_restart(workdir: Path) -> None:
