@@ -30,9 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import mlflow
 import numpy as np
-from mlflow.tracking import MlflowClient
 
 from dgr.config import Config
 from dgr.datasets import resolve_data_root
@@ -201,31 +199,10 @@ def _numeric_arrays(node: object) -> Iterator[np.ndarray]:
             yield values
 
 
-def download_chain_files(chain: str, dest: Path) -> None:
-    """Every artifact of the chain's runs (chain and task runs) under dest/runs/<run id>, and every version's
-    files under dest/versions/<version>."""
-    client = MlflowClient()
-    with tracking.mlflow_step(f"downloading the files of chain {tracking.checked_name(chain)}"):
-        experiments = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(experiments, filter_string=f"tags.`dgr.chain` = '{chain}'")
-        versions = client.search_model_versions(f"name = '{chain}'")
-        if not runs and not versions:
-            raise tracking.RegistryError(f"chain {chain}: no runs and no registered versions in the store "
-                                         f"{mlflow.get_tracking_uri()}; check pipeline.name and MLFLOW_TRACKING_URI")
-        for run in runs:
-            target = dest / "runs" / run.info.run_id
-            target.mkdir(parents=True)
-            mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(target))
-        for version in versions:
-            target = dest / "versions" / str(version.version)
-            target.mkdir(parents=True)
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{chain}/{version.version}", dst_path=str(target))
-
-
 def audit_chain_files(chain: str, tasks: Sequence[Task]) -> FileAudit:
     """Download every file the chain stored and search them for every training image of `tasks`."""
     with tempfile.TemporaryDirectory(prefix="dgr-audit-") as tmp:
-        download_chain_files(chain, Path(tmp))
+        registry.download_chain_files(chain, Path(tmp))
         return audit_folder(Path(tmp), Needles(tasks))
 
 

@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 import torch
 
-from dgr.checkpoint import save_scholar
 from dgr.config import Config, config_hash, flatten
 from dgr.evaluation import (Matrix, average_accuracy, backward_transfer, evaluate, forgetting, matrix_row,
                             mean_forgetting)
@@ -172,10 +171,10 @@ def _register_task(chain: Chain, task: Task, scholar: Scholar, metrics: dict[str
             artifacts["samples.png"] = figures.sample_grid(samples, folder / "samples.png")
         run_id = tracking.log_task(chain.run_id, chain.experiment, chain.name, chain.digest, task.info,
                                    metrics, accuracies, artifacts)
-        save_scholar(scholar, folder / "scholar")
-        version = registry.register_scholar(chain.name, run_id, folder / "scholar", task.info,
-                                            versions[-1] if versions else None, chain.digest,
-                                            fingerprint(task), accuracies, validation)
+    facts = registry.VersionFacts(tuple(t.info for t in chain.tasks[:task.index + 1]), config.stream.name,
+                                  config.stream.scenario, config.replay.arm, chain.digest, fingerprint(task),
+                                  accuracies, versions[-1] if versions else None, validation)
+    version = registry.register_scholar(chain.name, run_id, scholar, facts)
     versions.append(version)
     audit.log_version_audit(chain.name, version, run_id, scholar, chain.tasks[:task.index + 1], config)
     tracking.log_metrics(chain.run_id, so_far, step=task.index)

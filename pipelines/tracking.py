@@ -45,6 +45,8 @@ def configure_tracking(workdir: Path) -> str:
         uri = f"sqlite:///{workdir}/mlflow.db"
     if uri.startswith(("http://", "https://")):
         _check_reachable(uri)
+    with mlflow_step(f"MLflow tracking URI {uri}"):
+        MlflowClient(uri)  # builds its stores: an unsupported scheme fails here in one line, not later
     mlflow.set_tracking_uri(uri)
     return uri
 def _check_reachable(uri: str) -> None:

@@ -28,6 +28,23 @@ def fake_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty mlflow.db: creating one takes seconds, copying it milliseconds."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from pipelines import tracking
+
+    folder = tmp_path_factory.mktemp("template")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        tracking.configure_tracking(folder)
+        MlflowClient().search_experiments()
+        mlflow.set_tracking_uri(None)
+    return folder / "mlflow.db"
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh working directory with the embedded MLflow default (no tracking URI from outside)."""
@@ -56,3 +73,13 @@ def tiny_sweep_sets(*extra: str) -> list[str]:
         if not item.startswith("pipeline.name"):
             args += ["--set", item]
     return args
+
+
+def stored_scholar_file(chain: str, task: int, name: str) -> Path:
+    """The file `name` (spec.json, weights.pt) of alias task-`task`'s scholar in a local artifact store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    model_id = client.get_model_version_by_alias(chain, f"task-{task}").source.removeprefix("models:/")
+    location = client.get_logged_model(model_id).artifact_location
+    return Path(location.removeprefix("file://")) / "artifacts" / "scholar" / name

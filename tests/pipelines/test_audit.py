@@ -21,7 +21,7 @@ from dgr.config import config_hash
 from dgr.sequence import TaskEvaluated, run_sequence
 from dgr.streams import Task, build_stream
 from dgr.training import Progress
-from pipelines import audit, tracking
+from pipelines import audit, registry, tracking
 from pipelines.chain import Chain, ChainResult, _register_task
 from pipelines.settings import load_settings
 from tests.conftest import make_tiny_stream, tiny_config
@@ -89,7 +89,7 @@ def test_er_versions_say_they_hold_real_data_by_design(store: Path) -> None:
 @pytest.mark.mlflow
 def test_a_gr_chain_stores_no_training_image_and_a_planted_one_is_found(store: Path) -> None:
     result = audit.audit_chain_files("audit-gr", TASKS)
-    names = {Path(f).name for f in _downloaded_names("audit-gr")}
+    names = {Path(f).name for f in _downloaded_names("audit-gr", store / "downloaded")}
     assert {"weights.pt", "spec.json", "samples.png", "accuracy_matrix.png"} <= names
     assert result.clean and result.bytes > 0
 
@@ -110,13 +110,10 @@ def test_a_gr_chain_stores_no_training_image_and_a_planted_one_is_found(store: P
     assert found == {("notes.bin", 1, 5, "uint8", 6), ("bundle.zip", 1, 5, "float32", 3)}
 
 
-def _downloaded_names(chain: str) -> list[str]:
-    client = MlflowClient()
-    names = []
-    for version in _versions(chain):
-        names += [a.path for a in client.list_artifacts(version.run_id)]
-        names += [a.path for a in client.list_artifacts(version.run_id, "scholar")]
-    return names
+def _downloaded_names(chain: str, tmp: Path) -> list[str]:
+    """Every file the audit reads: the runs' artifacts and the registered versions' (MLflow Model) files."""
+    registry.download_chain_files(chain, tmp)
+    return [str(path.relative_to(tmp)) for path in tmp.rglob("*") if path.is_file()]
 
 
 @pytest.mark.parametrize("shift", range(9))

@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dgr.checkpoint import save_scholar
 from dgr.config import config_hash
 from dgr.scholar import new_scholar
 from dgr.streams import TaskInfo
 from pipelines import registry, tracking
 from pipelines.sequence import main
 from pipelines.settings import load_settings
-from tests.pipelines.conftest import TINY_CHAIN, chain_args
+from tests.pipelines.conftest import TINY_CHAIN, chain_args, stored_scholar_file
 
 pytestmark = pytest.mark.mlflow
 
@@ -83,7 +82,7 @@ def test_unreachable_tracking_server_fails_fast(
     assert "unreachable" in _error(capsys)
 
 
-def _register_task0(workdir: Path, digest: str) -> Path:
+def _register_task0(workdir: Path, digest: str) -> None:
     """A version for task 0 of the tiny chain, registered as a previous run would have."""
     config, _ = load_settings(None, TINY_CHAIN)
     tracking.configure_tracking(workdir)
@@ -91,9 +90,8 @@ def _register_task0(workdir: Path, digest: str) -> Path:
     parent = tracking.start_chain_run("tiny-chain", experiment, config, digest)
     task = TaskInfo(0, "permuted mnist 0", tuple(range(10)))
     run = tracking.log_task(parent, experiment, "tiny-chain", digest, task, {}, [0.5], {})
-    folder = save_scholar(new_scholar(config, (1, 28, 28), 10), workdir / "scholar")
-    registry.register_scholar("tiny-chain", run, folder, task, None, digest, "fp", [0.5])
-    return folder
+    facts = registry.VersionFacts((task,), "permuted_mnist", "domain", "gr", digest, "fp", [0.5], None)
+    registry.register_scholar("tiny-chain", run, new_scholar(config, (1, 28, 28), 10), facts)
 
 
 def test_registry_of_another_config_refuses_to_resume(
@@ -105,21 +103,19 @@ def test_registry_of_another_config_refuses_to_resume(
     assert _version_count() == 1
 
 
-def test_corrupt_registered_checkpoint_fails_before_training(
-        fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_corrupt_registered_checkpoint_fails_before_training_naming_the_model(
+        fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
     config, _ = load_settings(None, TINY_CHAIN)
-    digest = config_hash(config)
-    original = registry.register_scholar
-
-    def corrupt_then_register(chain, run_id, folder, *args, **kwargs):  # type: ignore[no-untyped-def]
-        (Path(folder) / "weights.pt").write_bytes(b"not a torch file")
-        return original(chain, run_id, folder, *args, **kwargs)
-
-    monkeypatch.setattr(registry, "register_scholar", corrupt_then_register)
-    _register_task0(workdir, digest)
-    monkeypatch.undo()
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(workdir)
+    _register_task0(workdir, config_hash(config))
+    stored_scholar_file("tiny-chain", 0, "weights.pt").write_bytes(b"not a torch file")
     assert main(chain_args(fake_data_root, workdir)) == 2
-    assert "corrupt scholar weights" in _error(capsys)
+    assert _error(capsys).startswith("error: corrupt scholar weights weights.pt of models:/tiny-chain@task-0:")
     assert _version_count() == 1
+
+
+def test_an_unsupported_tracking_uri_scheme_fails_in_one_line(
+        fake_data_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "ftp://x")
+    assert main(chain_args(fake_data_root, workdir)) == 2
+    message = _error(capsys)
+    assert message.startswith("error: MLflow tracking URI ftp://x:") and "unsupported URI" in message

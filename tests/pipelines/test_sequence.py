@@ -63,6 +63,7 @@ def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
         assert version.tags["task"] == str(k)
         assert json.loads(version.tags["test_accuracies"]) == result["accuracy_matrix"][k][:k + 1]
         assert float(version.tags["privacy.nn_ratio"]) > 0  # the driver audits each version's generator
+        assert version.source.startswith("models:/m-")  # an MLflow Model, which task k + 1 loaded back
     # The chain's run carries its progress, task by task (what a sweep trial reports to Tune).
     chain_run = next(run for run in client.search_runs([client.get_experiment_by_name("dgr").experiment_id],
                                                        filter_string="tags.`dgr.chain` = 'tiny-chain'")
