@@ -152,7 +152,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
                          "finished": result.metrics["tasks"] == num_tasks})
     for r in rows:  # Tune ends the last trials' actors without waiting for their chains to close their runs
         tracking.close_open_chain_run(experiment, r["registered_model"], *(("FINISHED", r["average_accuracy"])
-                                      if r["finished"] else ("KILLED", None)))
+                                      if r["finished"] else ("KILLED", None)), step=r["tasks"] - 1)
     finished = [r for r in rows if r["finished"]]
     if not finished:
         raise RuntimeError(f"sweep {sweep}: no trial finished all {num_tasks} tasks")
