@@ -72,6 +72,13 @@ def clear_chain(chain: str) -> None:
         for alias in model.aliases if model is not None else {}:
             if re.fullmatch(r"task-\d+", alias):
                 client.delete_registered_model_alias(chain, alias)
+def drop_chain(chain: str) -> None:
+    """Delete the chain's registered model, versions and aliases (a sweep's losing trial); the runs and
+    their artifacts, the scholars included, stay. A chain already gone is no error."""
+    client = MlflowClient()
+    with mlflow_step(f"deleting registered model {checked_name(chain)}"):
+        if _registered_model(client, chain) is not None:
+            client.delete_registered_model(chain)
 def register_scholar(chain: str, run_id: str, scholar_folder: Path, task: TaskInfo, parent_version: str | None,
                      config_hash: str, data_fingerprint: str, accuracies: list[float]) -> str:
     """Log the scholar folder under `run_id` and make it version task-k of the chain, atomically.

@@ -10,7 +10,8 @@ tasks; a stopped trial ends its chain and its worker group before it goes. The o
 average accuracy. The trials' workers are planned once, from the cluster (`pipelines.cluster.trial_plan`:
 by default one worker per trial, on a fraction of a GPU with `pipeline.gpus_per_worker`); trials hold
 (almost) no CPU themselves so their Train workers can run on a 2-core machine. One MLflow run for the sweep; each trial's chain run nests under it; the best trial's final
-scholar gets the alias `best`. Rerunning the same sweep restores it with Tune (finished trials stay).
+scholar gets the alias `best`, and once every trial has ended the other trials' registered models are
+deleted (their runs stay): one registered model per sweep. Rerunning the same sweep restores it with Tune (finished trials stay).
 """
 
 from __future__ import annotations
@@ -160,6 +161,9 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
     best_task = registry.chain_tasks(best["registered_model"], config_hash(from_flat({**flatten(config),
                                                                               **{k: best[k] for k in keys}})))
     registry.set_alias(best["registered_model"], "best", best_task[-1].version)
+    for r in rows:  # one registered model per sweep: the best chain's (see README, Sweeps)
+        if r["registered_model"] != best["registered_model"]:
+            registry.drop_chain(r["registered_model"])
     table = summarize(rows, keys, spec.grace_period)
     with tempfile.TemporaryDirectory() as folder:
         files = {"sweep_summary.md": Path(folder) / "sweep_summary.md",
