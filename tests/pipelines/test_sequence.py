@@ -18,6 +18,7 @@ from tests.pipelines.conftest import chain_args
 from tests.pipelines.worker_hooks import RaceGate
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
+SECRET = "secret-value-that-must-not-leak"
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +67,23 @@ def _check_task_runs(client: MlflowClient, chain_run: str) -> None:
         assert [m.step for m in client.get_metric_history(run.info.run_id, f"acc_task_{k}")] == [k]
 
 
+def _check_no_secret(client: MlflowClient, printed: str) -> None:
+    """The driver's secrets are in no run's params or tags, no version's tags, no output, no Ray log."""
+    import ray
+
+    assert SECRET not in printed
+    for run in client.search_runs([client.get_experiment_by_name("dgr").experiment_id]):
+        assert SECRET not in json.dumps([run.data.params, run.data.tags])
+    assert not [v for v in _versions() if SECRET in json.dumps(v.tags)]
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # runtime envs are logged there
+    assert not [f for f in logs.rglob("*") if f.is_file() and SECRET in f.read_text(errors="replace")]
+
+
 def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
-        ray_session: None, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+        ray_session: None, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, SECRET)
     assert main(chain_args(fake_data_root, workdir, "pipeline.log_every=10")) == 0
     result = json.loads((workdir / "result.json").read_text())
     assert result["registered_model"] == "tiny-chain"
@@ -95,7 +111,7 @@ def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
     assert [len(nodes) for nodes in result["worker_nodes"]] == [2, 2, 2]
     assert result["workers"]["num_workers"] == 2
 
-    capsys.readouterr()
+    _check_no_secret(client, "".join(capsys.readouterr()))
     seen = []  # the resumed chain run's status while the chain goes over its tasks
     assert main(chain_args(fake_data_root, workdir),  # same chain, same config: nothing to do
                 on_task=lambda k, matrix: seen.append(client.get_run(chain_run.info.run_id).info.status)) == 0
