@@ -188,11 +188,12 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
     gate_name = f"gate-{chain.name}-{uuid.uuid4().hex[:8]}"
     gate = ray.remote(num_cpus=0)(TaskGate).options(name=gate_name, namespace=NAMESPACE).remote(first)
     settings = {"config": flatten(chain.config), "data_root": str(data_root), "workdir": str(workdir),
-                "tracking_uri": "" if has_password(tracking_uri) else tracking_uri, "chain": chain.name, "gate": gate_name, "namespace": NAMESPACE,
-                "threads": plan.threads, "log_every": pipeline.log_every, "hook": asdict(hook) if hook else None}
+                "tracking_uri": "" if has_password(tracking_uri) else tracking_uri,  # the nodes' own, then
+                "chain": chain.name, "gate": gate_name, "namespace": NAMESPACE, "threads": plan.threads,
+                "log_every": pipeline.log_every, "hook": asdict(hook) if hook else None}
     fit = Fit(chain_trainer(settings, plan, pipeline.max_failures, f"{chain.name}-{chain.digest}",
                             pipeline.ray_storage(workdir)))
-    task_run = _open_task_run(chain, chain.tasks[first], gate)  # before the workers can ask for it
+    task_run: str | None = _open_task_run(chain, chain.tasks[first], gate)  # before the workers ask for it
     fit.start()
     chain.result.workers = asdict(plan)
     progress = ChainProgress(chain.name, len(chain.tasks), first)

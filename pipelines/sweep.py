@@ -9,9 +9,10 @@ reports after every task its average accuracy so far, so ASHA stops hopeless tri
 tasks; a stopped trial ends its chain and its worker group before it goes. The objective is the final
 average accuracy. The trials' workers are planned once, from the cluster (`pipelines.cluster.trial_plan`:
 by default one worker per trial, on a fraction of a GPU with `pipeline.gpus_per_worker`); trials hold
-(almost) no CPU themselves so their Train workers can run on a 2-core machine. One MLflow run for the sweep; each trial's chain run nests under it; the best trial's final
-scholar gets the alias `best`, and once every trial has ended the other trials' registered models are
-deleted (their runs stay): one registered model per sweep. Rerunning the same sweep restores it with Tune (finished trials stay).
+(almost) no CPU themselves so their Train workers can run on a 2-core machine. One MLflow run for the
+sweep; each trial's chain run nests under it; the best trial's final scholar gets the alias `best`, and
+once every trial has ended the other trials' registered models are deleted (their runs stay): one
+registered model per sweep. Rerunning the same sweep restores it with Tune (finished trials stay).
 """
 
 from __future__ import annotations

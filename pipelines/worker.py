@@ -3,8 +3,9 @@
 Per task: rank 0 asks the driver's gate which task is next and broadcasts it, so every rank of a
 (restarted) worker group trains the same one; each rank loads the previous scholar from the MLflow
 registry (frozen, never in DDP nor an optimizer) and trains the new scholar on its shard with its own
-replay samples (`dgr.train_task`), rank 0 logging its losses on the task's MLflow run; rank 0 posts the scholar to the driver; every rank reports its metrics
-(no Ray checkpoint: the registry is the checkpoint) and waits until the driver has registered it.
+replay samples (`dgr.train_task`), rank 0 logging its losses on the task's MLflow run; rank 0 posts the
+scholar to the driver; every rank reports its metrics (no Ray checkpoint: the registry is the
+checkpoint) and waits until the driver has registered it.
 """
 
 from __future__ import annotations
