@@ -2,12 +2,16 @@
 to a local directory or S3, bound to loopback unless told otherwise.
 
     python infra/mlflow_server.py                                   # sqlite + local artifacts in ./mlflow-server
-    python infra/mlflow_server.py --backend-store-uri postgresql://user:pw@db/mlflow \\
+    MLFLOW_BACKEND_STORE_URI=postgresql://user@db/mlflow python infra/mlflow_server.py \\
         --artifacts-destination s3://dgr/mlflow --host 0.0.0.0
 
-With S3 artifacts the server (not the clients) needs MLFLOW_S3_ENDPOINT_URL (for a non-AWS endpoint) and
-AWS credentials in its environment: it inherits this process's. It prints the MLFLOW_TRACKING_URI to export
-and stays in the foreground; Ctrl-C stops it.
+Secrets never go on a command line (shell history, `ps`): the database password comes from the database's
+own password file (PGPASSFILE / ~/.pgpass, a MySQL option file) or from MLFLOW_BACKEND_STORE_URI in the
+environment, which is handed to `mlflow server` through its environment too. With S3 artifacts the server
+(not the clients) needs MLFLOW_S3_ENDPOINT_URL (for a non-AWS endpoint) and AWS credentials (environment,
+~/.aws/credentials or an instance role): it inherits this process's. Messages show URIs with the password
+masked. A server bound beyond loopback gets a warning: MLflow's server has no authentication of its own.
+It prints the MLFLOW_TRACKING_URI to export and stays in the foreground; Ctrl-C stops it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from infra.ports import bindable_port  # noqa: E402
 # SQLAlchemy dialects may carry a driver: postgresql+psycopg2://, mysql+pymysql://.
 BACKEND_SCHEMES = ("sqlite", "postgresql", "mysql", "file")
 HEALTH_TIMEOUT_S = 60.0
+BACKEND_STORE_ENV = "MLFLOW_BACKEND_STORE_URI"  # read by `mlflow server` itself, as by this helper
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class ServerError(RuntimeError):
@@ -44,11 +50,31 @@ def default_artifacts_destination() -> str:
     return str(Path("mlflow-server").resolve() / "artifacts")
 
 
+def masked(uri: str) -> str:
+    """The URI as a message may show it: a password in its user part becomes ***."""
+    try:
+        parts = urlparse(uri)
+        password = parts.password
+    except ValueError:
+        return uri
+    if not password:
+        return uri
+    return parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}").geturl()
+
+
 def check_backend_store_uri(uri: str) -> None:
     scheme = urlparse(uri).scheme.split("+")[0]
     if scheme not in BACKEND_SCHEMES:
-        raise ServerError(f"backend store URI {uri!r}: scheme must be one of {', '.join(BACKEND_SCHEMES)} "
+        raise ServerError(f"backend store URI {masked(uri)!r}: scheme must be one of {', '.join(BACKEND_SCHEMES)} "
                           f"(e.g. sqlite:///ABSOLUTE/PATH/mlflow.db)")
+
+
+def exposure_warning(host: str) -> str | None:
+    """A warning for a server reachable from other machines, None on loopback."""
+    if host in LOOPBACK:
+        return None
+    return (f"warning: the MLflow server listens on {host}, beyond this machine, and MLflow's server has no "
+            "authentication of its own: put it behind an authenticating proxy or a private network")
 
 
 def _prepare_local_paths(backend_store_uri: str, artifacts_destination: str) -> str:
@@ -114,7 +140,6 @@ def start_mlflow_server(
     destination = _prepare_local_paths(backend_store_uri, artifacts_destination or default_artifacts_destination())
     command = [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", backend_store_uri,
         "--artifacts-destination", destination,
         "--serve-artifacts",
         "--host", host,
@@ -125,7 +150,9 @@ def start_mlflow_server(
         command += ["--allowed-hosts", allowed_hosts]
     # MLflow's job runner (GenAI jobs, seven huey processes) is off unless the environment turns it on:
     # the pipeline never uses it, and on a small machine it slows start and stop.
-    server_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, **(env or {})}
+    # The backend store URI travels in the environment, not in argv: it may hold the database password.
+    server_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, **(env or {}),
+                  BACKEND_STORE_ENV: backend_store_uri}
     proc = subprocess.Popen(command, env=server_env, start_new_session=True)
     probe_host = "127.0.0.1" if host == "0.0.0.0" else host
     try:
@@ -156,8 +183,10 @@ def stop(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend-store-uri", default=None,
-                        help="sqlite:///ABS/PATH.db, postgresql://..., mysql://... (default: ./mlflow-server/mlflow.db)")
+    parser.add_argument("--backend-store-uri", default=os.environ.get(BACKEND_STORE_ENV),
+                        help="sqlite:///ABS/PATH.db, postgresql://user@host/db, mysql://... (default: "
+                             f"${BACKEND_STORE_ENV}, else ./mlflow-server/mlflow.db); no password here: "
+                             "use the database's password file or the environment variable")
     parser.add_argument("--artifacts-destination", default=None,
                         help="local folder or s3://bucket/prefix (default: ./mlflow-server/artifacts)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 exposes the server")
@@ -173,6 +202,12 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    uri = args.backend_store_uri or ""
+    if masked(uri) != uri and uri != os.environ.get(BACKEND_STORE_ENV):
+        print(f"warning: --backend-store-uri holds a password, which shell history and `ps` show: give it in "
+              f"${BACKEND_STORE_ENV} or the database's password file", file=sys.stderr, flush=True)
+    if warning := exposure_warning(args.host):
+        print(warning, file=sys.stderr, flush=True)
     # The server has its own process group, so Ctrl-C or a SIGTERM reaches only us: forward both.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     proc = None

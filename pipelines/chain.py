@@ -28,6 +28,7 @@ from dgr.streams import Task, build_stream
 from dgr.targets import LabelledData
 from pipelines import audit, figures, registry, tracking
 from pipelines.cluster import WorkerPlan, alive_nodes, plan_workers, ray_init_args
+from pipelines.credentials import has_password
 from pipelines.gate import TaskGate
 from pipelines.progress import ChainProgress
 from pipelines.settings import PipelineConfig, check_batch_split
@@ -116,7 +117,9 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
             print(f"resuming {name} after task {len(done) - 1} (version {result.versions[-1]})", flush=True)
         plan = _plan(config, pipeline)  # before the chain's run: a bad plan leaves nothing behind
     chain = Chain(config, tasks, name, digest, experiment,
-                  tracking.start_chain_run(name, experiment, config, digest, parent_run), result, on_task)
+                  tracking.start_chain_run(name, experiment, config, digest, parent_run, restart), result, on_task)
+    if url := tracking.experiment_url(tracking_uri, experiment):
+        print(f"MLflow: {url}", flush=True)
     try:
         if on_task is not None:  # a resumed sweep trial reports the tasks learned before, as if just learned
             for k in range(len(done)):
@@ -124,11 +127,16 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
         if plan is not None:
             _train_remaining(chain, plan, pipeline, data_root, workdir, tracking_uri, hook)
     except BaseException as exc:
-        tracking.finish_chain_run(chain.run_id, status="KILLED" if isinstance(exc, ChainStopped) else "FAILED")
+        tracking.finish_chain_run(chain.run_id, status=_stopped_status(exc))
         raise
-    tracking.finish_chain_run(chain.run_id, average_accuracy(result.accuracy_matrix))
+    tracking.finish_chain_run(chain.run_id, average_accuracy(result.accuracy_matrix), step=len(tasks) - 1)
     result.wall_seconds = time.perf_counter() - start
     return result
+
+
+def _stopped_status(exc: BaseException) -> str:
+    """A run stopped on purpose (the scheduler, Ctrl-C) is KILLED; one that broke is FAILED."""
+    return "KILLED" if isinstance(exc, (ChainStopped, KeyboardInterrupt)) else "FAILED"
 
 
 def _plan(config: Config, pipeline: PipelineConfig) -> WorkerPlan:
@@ -149,9 +157,9 @@ def _scholar_of(payload: dict[str, Any]) -> Scholar:
     return scholar.eval()
 
 
-def _register_task(chain: Chain, task: Task, scholar: Scholar, metrics: dict[str, float]) -> str:
-    """Evaluate the new scholar on every task so far (test and validation data), log its nested run and
-    register it."""
+def _register_task(chain: Chain, task: Task, run_id: str, scholar: Scholar, metrics: dict[str, float]) -> str:
+    """Evaluate the new scholar on every task so far (test and validation data), log it on the task's run
+    and register it."""
     config, matrix, versions = chain.config, chain.result.accuracy_matrix, chain.result.versions
     test_sets = [LabelledData.of([t], "test") for t in chain.tasks[:task.index + 1]]
     accuracies = evaluate(scholar.solver, test_sets, Scenario(config.stream.scenario), task.info,
@@ -169,8 +177,7 @@ def _register_task(chain: Chain, task: Task, scholar: Scholar, metrics: dict[str
         if scholar.generator is not None:
             samples = scholar.sample(64, torch.Generator().manual_seed(task.index))
             artifacts["samples.png"] = figures.sample_grid(samples, folder / "samples.png")
-        run_id = tracking.log_task(chain.run_id, chain.experiment, chain.name, chain.digest, task.info,
-                                   metrics, accuracies, artifacts)
+        tracking.log_task(run_id, task.info, metrics, accuracies, artifacts)
     facts = registry.VersionFacts(tuple(t.info for t in chain.tasks[:task.index + 1]), config.stream.name,
                                   config.stream.scenario, config.replay.arm, chain.digest, fingerprint(task),
                                   accuracies, versions[-1] if versions else None, validation)
@@ -205,10 +212,12 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
     gate_name = f"gate-{chain.name}-{uuid.uuid4().hex[:8]}"
     gate = ray.remote(num_cpus=0)(TaskGate).options(name=gate_name, namespace=NAMESPACE).remote(first)
     settings = {"config": flatten(chain.config), "data_root": str(data_root), "workdir": str(workdir),
-                "tracking_uri": tracking_uri, "chain": chain.name, "gate": gate_name, "namespace": NAMESPACE,
-                "threads": plan.threads, "log_every": 500, "hook": asdict(hook) if hook else None}
+                "tracking_uri": "" if has_password(tracking_uri) else tracking_uri,  # the nodes' own, then
+                "chain": chain.name, "gate": gate_name, "namespace": NAMESPACE, "threads": plan.threads,
+                "log_every": pipeline.log_every, "hook": asdict(hook) if hook else None}
     fit = Fit(chain_trainer(settings, plan, pipeline.max_failures, f"{chain.name}-{chain.digest}",
                             pipeline.ray_storage(workdir)))
+    task_run: str | None = _open_task_run(chain, chain.tasks[first], gate)  # before the workers ask for it
     fit.start()
     chain.result.workers = asdict(plan)
     progress = ChainProgress(chain.name, len(chain.tasks), first)
@@ -220,7 +229,9 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
                 if payload is None and not fit.is_alive():
                     raise RuntimeError(f"Ray Train stopped before task {task.index} was trained: {fit.error}")
             registering = time.perf_counter()
-            version = _register_task(chain, task, _scholar_of(payload), payload["metrics"])
+            version = _register_task(chain, task, task_run, _scholar_of(payload), payload["metrics"])
+            tracking.end_run(task_run, "FINISHED")
+            task_run = None
             chain.result.train_seconds.append(payload["metrics"]["train_seconds"])
             chain.result.register_seconds.append(time.perf_counter() - registering)
             chain.result.worker_nodes.append(payload["nodes"])
@@ -228,8 +239,12 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
             if chain.on_task is not None:
                 # may raise ChainStopped: the workers wait meanwhile
                 chain.on_task(task.index, chain.result.accuracy_matrix, chain.result.validation_matrix)
+            if task.index + 1 < len(chain.tasks):
+                task_run = _open_task_run(chain, chain.tasks[task.index + 1], gate)
             ray.get(gate.registered.remote(task.index, version))
-    except BaseException:
+    except BaseException as exc:
+        if task_run is not None:
+            tracking.end_run(task_run, _stopped_status(exc))
         ray.get(gate.abort.remote())
         fit.join(timeout=60)
         raise
@@ -237,3 +252,13 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
     if fit.error is not None:
         raise RuntimeError(f"Ray Train failed after the last task: {fit.error}")
     ray.kill(gate)
+
+
+def _open_task_run(chain: Chain, task: Task, gate: Any) -> str:
+    """The task's run, started before its training and handed to the workers' rank 0 for its losses."""
+    import ray
+
+    run_id = tracking.start_task_run(chain.run_id, chain.experiment, chain.name, chain.config, chain.digest,
+                                     task.info)
+    ray.get(gate.set_run.remote(task.index, run_id))
+    return run_id

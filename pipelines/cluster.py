@@ -58,11 +58,6 @@ def alive_nodes() -> list[dict[str, float]]:
     return [node["Resources"] for node in ray.nodes() if node["Alive"]]
 
 
-def forwarded_env() -> dict[str, str]:
-    """Registry and S3 settings of the driver, for workers of a Ray that was started before they were set."""
-    return {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "AWS_"))}
-
-
 def wants_gpu(use_gpu: str, nodes: Sequence[Node]) -> bool:
     if use_gpu == AUTO:
         return any(node.get("GPU", 0.0) > 0 for node in nodes)

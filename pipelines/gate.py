@@ -4,7 +4,8 @@ One worker group trains the whole chain (a `TorchTrainer.fit()` costs ~20 s to s
 would dominate short tasks). After each task rank 0 posts the trained scholar here; the driver evaluates
 and registers it, then releases the workers, who load it back from the registry for the next task.
 A restarted worker group (after a worker died) asks where to resume: the first unregistered task; only
-its rank 0 asks (`pipelines.worker`). The driver runs this class as an async Ray actor holding no CPU.
+its rank 0 asks (`pipelines.worker`), and also learns the task's MLflow run, where it logs the losses.
+The driver runs this class as an async Ray actor holding no CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class TaskGate:
         self._next = first_task  # first task not registered yet
         self._trained: dict[int, asyncio.Future] = {}
         self._registered: dict[int, asyncio.Future] = {}
+        self._runs: dict[int, str] = {}  # task -> its MLflow run, opened by the driver before it is trained
         self._aborted = False
 
     def _future(self, table: dict[int, asyncio.Future], task: int) -> asyncio.Future:
@@ -27,6 +29,12 @@ class TaskGate:
 
     async def next_task(self) -> int:
         return self._next
+
+    async def set_run(self, task: int, run_id: str) -> None:
+        self._runs[task] = run_id
+
+    async def task_run(self, task: int) -> str:
+        return self._runs[task]
 
     async def trained(self, task: int, payload: dict[str, Any]) -> None:
         future = self._future(self._trained, task)

@@ -128,6 +128,15 @@ def clear_chain(chain: str) -> None:
                 client.delete_registered_model_alias(chain, alias)
 
 
+def drop_chain(chain: str) -> None:
+    """Delete the chain's registered model, versions and aliases (a sweep's losing trial); the runs and
+    their artifacts, the scholars included, stay. A chain already gone is no error."""
+    client = MlflowClient()
+    with mlflow_step(f"deleting registered model {checked_name(chain)}"):
+        if _registered_model(client, chain) is not None:
+            client.delete_registered_model(chain)
+
+
 def register_scholar(chain: str, run_id: str, scholar: Scholar, facts: VersionFacts) -> str:
     """Log `scholar` as a model of run `run_id` and make it version task-k of the chain, atomically.
 

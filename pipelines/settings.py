@@ -33,14 +33,15 @@ class PipelineConfig:
     worker_cpus: float = 0.0  # CPUs a worker reserves; 0 = its threads, or its share of a node when auto
     max_failures: int = 2  # Ray Train restarts of a worker group that lost a worker
     storage_path: str = ""  # Ray Train's run state: a folder or s3://bucket/prefix; "" = <workdir>/ray_results
+    log_every: int = 500  # iterations between two points of a task run's loss curves (and log lines)
 
     def __post_init__(self) -> None:
-        for name, low in (("num_workers", 1), ("threads_per_worker", 1), ("max_failures", 0)):
-            value = getattr(self, name)
-            if value == AUTO and name != "max_failures":
+        for name, low in (("num_workers", 1), ("threads_per_worker", 1), ("max_failures", 0), ("log_every", 1)):
+            value, auto = getattr(self, name), name in ("num_workers", "threads_per_worker")
+            if value == AUTO and auto:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                allowed = "'auto' or an integer" if name != "max_failures" else "an integer"
+                allowed = "'auto' or an integer" if auto else "an integer"
                 raise ConfigError(f"pipeline.{name}: expected {allowed} >= {low}, got {value!r}")
         if not _number(self.worker_cpus) or self.worker_cpus < 0:
             raise ConfigError(f"pipeline.worker_cpus: expected a number >= 0, got {self.worker_cpus!r}")
@@ -138,7 +139,7 @@ def _auto_or_int(raw: str) -> int | str:
 
 
 PARSERS: dict[str, Callable[[str], Any]] = {
-    "num_workers": _auto_or_int, "threads_per_worker": _auto_or_int, "max_failures": int,
+    "num_workers": _auto_or_int, "threads_per_worker": _auto_or_int, "max_failures": int, "log_every": int,
     "gpus_per_worker": float, "worker_cpus": float,
 }
 

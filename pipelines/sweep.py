@@ -9,8 +9,10 @@ reports after every task its accuracy so far on the tasks' validation data (`str
 ASHA stops hopeless trials after the first tasks; a stopped trial ends its chain and its worker group
 before it goes. The objective is the final validation accuracy; test accuracy is only reported. The trials' workers are planned once, from the cluster (`pipelines.cluster.trial_plan`:
 by default one worker per trial, on a fraction of a GPU with `pipeline.gpus_per_worker`); trials hold
-(almost) no CPU themselves so their Train workers can run on a 2-core machine. One MLflow run for the sweep; each trial's chain run nests under it; the best trial's final
-scholar gets the alias `best`. Rerunning the same sweep restores it with Tune (finished trials stay).
+(almost) no CPU themselves so their Train workers can run on a 2-core machine. One MLflow run for the
+sweep; each trial's chain run nests under it; the best trial's final scholar gets the alias `best`, and
+once every trial has ended the other trials' registered models are deleted (their runs stay): one
+registered model per sweep. Rerunning the same sweep restores it with Tune (finished trials stay).
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
                          "finished": result.metrics["tasks"] == num_tasks})
     for r in rows:  # Tune ends the last trials' actors without waiting for their chains to close their runs
         tracking.close_open_chain_run(experiment, r["registered_model"], *(("FINISHED", r["average_accuracy"])
-                                      if r["finished"] else ("KILLED", None)))
+                                      if r["finished"] else ("KILLED", None)), step=r["tasks"] - 1)
     finished = [r for r in rows if r["finished"]]
     if not finished:
         raise RuntimeError(f"sweep {sweep}: no trial finished all {num_tasks} tasks")
@@ -163,6 +165,9 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
     best_task = registry.chain_tasks(best["registered_model"], config_hash(from_flat({**flatten(config),
                                                                               **{k: best[k] for k in keys}})))
     registry.set_alias(best["registered_model"], "best", best_task[-1].version)
+    for r in rows:  # one registered model per sweep: the best chain's (see README, Sweeps)
+        if r["registered_model"] != best["registered_model"]:
+            registry.drop_chain(r["registered_model"])
     table = summarize(rows, keys, spec.grace_period)
     with tempfile.TemporaryDirectory() as folder:
         files = {"sweep_summary.md": Path(folder) / "sweep_summary.md",

@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pipelines.cluster import WorkerPlan, forwarded_env
+from pipelines.cluster import WorkerPlan
+from pipelines.credentials import shared_settings
 
 
 def chain_trainer(settings: dict[str, Any], plan: WorkerPlan, max_failures: int, run_name: str, storage: str):
@@ -26,7 +27,9 @@ def chain_trainer(settings: dict[str, Any], plan: WorkerPlan, max_failures: int,
                                                resources_per_worker=plan.resources()),
         run_config=ray.train.RunConfig(name=run_name, storage_path=storage,
                                        failure_config=ray.train.FailureConfig(max_failures=max_failures),
-                                       worker_runtime_env={"env_vars": forwarded_env()}),
+                                       # for workers of a Ray started before these were set; their
+                                       # credentials come from their own environment (see README)
+                                       worker_runtime_env={"env_vars": shared_settings()}),
     )
 
 

@@ -3,8 +3,9 @@
 Per task: rank 0 asks the driver's gate which task is next and broadcasts it, so every rank of a
 (restarted) worker group trains the same one; each rank loads the previous scholar from the MLflow
 registry (frozen, never in DDP nor an optimizer) and trains the new scholar on its shard with its own
-replay samples (`dgr.train_task`); rank 0 posts the scholar to the driver; every rank reports its metrics
-(no Ray checkpoint: the registry is the checkpoint) and waits until the driver has registered it.
+replay samples (`dgr.train_task`), rank 0 logging its losses on the task's MLflow run; rank 0 posts the
+scholar to the driver; every rank reports its metrics (no Ray checkpoint: the registry is the
+checkpoint) and waits until the driver has registered it.
 """
 
 from __future__ import annotations
@@ -92,11 +93,17 @@ def load_hook(spec: Mapping[str, Any] | None) -> Hook | None:
     return functools.partial(getattr(importlib.import_module(module), name), **spec.get("kwargs", {}))
 
 
-def _progress(rank: int, log_every: int, hook: Hook | None) -> Callable[[Progress], None]:
+def _progress(rank: int, log_every: int, hook: Hook | None, run_id: str) -> Callable[[Progress], None]:
+    """Rank 0 logs the losses every `log_every` iterations and at the end: a line and a point on the
+    task run's loss curves (step = iteration)."""
     def report(event: Progress) -> None:
         if rank == 0 and (event.iteration % log_every == 0 or event.iteration == event.iterations):
             losses = " ".join(f"{k} {v:.4f}" for k, v in event.losses.items())
             log.info("task %d iteration %d/%d %s", event.task, event.iteration, event.iterations, losses)
+            try:
+                tracking.log_losses(run_id, event.losses, event.iteration)
+            except tracking.RegistryError as exc:  # a lost point of a curve is not worth the task
+                log.warning("task %d: loss curve point not logged: %s", event.task, exc)
 
     if hook is None:
         return report
@@ -128,17 +135,22 @@ def train_chain(settings: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(settings["threads"])
-    os.environ["MLFLOW_TRACKING_URI"] = settings["tracking_uri"]
+    if settings["tracking_uri"]:
+        os.environ["MLFLOW_TRACKING_URI"] = settings["tracking_uri"]
+    elif not os.environ.get("MLFLOW_TRACKING_URI"):  # withheld by the driver: it carries a password
+        raise RuntimeError("MLFLOW_TRACKING_URI holds a password, so the driver does not pass it on: set it "
+                           "in the Ray nodes' own environment")
     tracking.configure_tracking(Path(settings["workdir"]))
     config = from_flat(settings["config"])
     device = ray.train.torch.get_device()
     feed = TaskFeed(config, settings["data_root"])
     gate = ray.get_actor(settings["gate"], namespace=settings["namespace"])
     hook = load_hook(settings.get("hook"))
-    progress = _progress(rank, settings["log_every"], hook)
     nodes = _node_ids(world_size)
 
     while (k := _next_task(gate, rank)) < len(feed.infos):
+        run_id = ray.get(gate.task_run.remote(k)) if rank == 0 else ""
+        progress = _progress(rank, settings["log_every"], hook, run_id)
         task = feed.at(k)
         scholar = _starting_scholar(config, settings["chain"], feed, task, device)
         previous = scholar.frozen_copy() if k else None

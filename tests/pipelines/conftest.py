@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -51,6 +52,38 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     yield tmp_path
+    _forget_store()
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty mlflow.db: creating one takes seconds, copying it milliseconds."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines import tracking
+
+    folder = tmp_path_factory.mktemp("template")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        tracking.configure_tracking(folder)
+        MlflowClient().search_experiments()
+        _forget_store()
+    return folder / "mlflow.db"
+
+
+@pytest.fixture
+def store_workdir(tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A working directory whose embedded MLflow store (a copy of `empty_store`) is the current one."""
+    from pipelines import tracking
+
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.configure_tracking(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    yield tmp_path
+    _forget_store()
+
+
+def _forget_store() -> None:
     import mlflow
 
     # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI into os.environ, and monkeypatch does not undo

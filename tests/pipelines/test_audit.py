@@ -39,7 +39,9 @@ def _train_and_register(arm: str, workdir: Path) -> str:
 
     def register(event: Progress | TaskEvaluated) -> None:
         if isinstance(event, TaskEvaluated):
-            _register_task(chain, TASKS[event.task], event.scholar, {"train_seconds": event.training.seconds})
+            task = TASKS[event.task]
+            run_id = tracking.start_task_run(chain.run_id, experiment, name, config, digest, task.info)
+            _register_task(chain, task, run_id, event.scholar, {"train_seconds": event.training.seconds})
 
     run_sequence(config, TASKS, callback=register)
     return name

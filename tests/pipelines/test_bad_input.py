@@ -38,6 +38,8 @@ def _version_count(chain: str = "tiny-chain") -> int:
     ("pipeline.colour=red", "pipeline.colour"),
     ("pipeline.num_workers=many", "pipeline.num_workers"),
     ("pipeline.gpus_per_worker=1.5", "pipeline.gpus_per_worker"),
+    ("pipeline.log_every=0", "pipeline.log_every"),
+    ("pipeline.log_every=auto", "pipeline.log_every"),
 ])
 def test_bad_config_values_fail_with_their_dotted_name(
         override: str, named: str, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
@@ -89,7 +91,7 @@ def _register_task0(workdir: Path, digest: str) -> None:
     experiment = tracking.ensure_experiment("dgr", workdir)
     parent = tracking.start_chain_run("tiny-chain", experiment, config, digest)
     task = TaskInfo(0, "permuted mnist 0", tuple(range(10)))
-    run = tracking.log_task(parent, experiment, "tiny-chain", digest, task, {}, [0.5], {})
+    run = tracking.start_task_run(parent, experiment, "tiny-chain", config, digest, task)
     facts = registry.VersionFacts((task,), "permuted_mnist", "domain", "gr", digest, "fp", [0.5], None)
     registry.register_scholar("tiny-chain", run, new_scholar(config, (1, 28, 28), 10), facts)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.mlflow_server import ServerError, start_mlflow_server, stop
+from infra.mlflow_server import ServerError, exposure_warning, masked, start_mlflow_server, stop
 from infra.s3_endpoint import create_bucket, environment, s3_client, start_s3_endpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,6 +114,24 @@ def test_cli_exits_with_one_line_error_for_a_bad_backend_store_uri(tmp_path):
     assert not (tmp_path / "mlflow-server").exists()
 
 
+def test_a_password_in_a_bad_backend_store_uri_is_masked_and_warned_about(tmp_path):
+    uri = "redis://dgr:s3cr3t-pw@db.example/0"
+    result = subprocess.run([sys.executable, str(REPO / "infra" / "mlflow_server.py"), "--backend-store-uri", uri,
+                             "--port", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "s3cr3t-pw" not in result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert "holds a password" in lines[0] and "MLFLOW_BACKEND_STORE_URI" in lines[0]
+    assert lines[-1] == "error: backend store URI 'redis://dgr:***@db.example/0': scheme must be one of sqlite, " \
+        "postgresql, mysql, file (e.g. sqlite:///ABSOLUTE/PATH/mlflow.db)"
+
+
+def test_only_a_server_beyond_loopback_is_warned_about():
+    assert exposure_warning("127.0.0.1") is None and exposure_warning("localhost") is None
+    assert "no authentication" in exposure_warning("0.0.0.0")
+    assert masked("postgresql+psycopg2://dgr:pw@db:5432/mlflow") == "postgresql+psycopg2://dgr:***@db:5432/mlflow"
+    assert masked("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
 @pytest.mark.mlflow
 @pytest.mark.slow
 def test_mlflow_server_stores_artifacts_in_s3(tmp_path, s3_endpoint, monkeypatch):
@@ -129,6 +147,8 @@ def test_mlflow_server_stores_artifacts_in_s3(tmp_path, s3_endpoint, monkeypatch
     )
     try:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", uri)
+        # The backend store URI (a password's place) reaches the server in its environment, not its argv.
+        assert "mlflow.db" not in Path(f"/proc/{proc.pid}/cmdline").read_text()
         # The client holds no S3 settings: artifacts must travel through the server (proxied).
         for key in environment(s3_endpoint):
             monkeypatch.delenv(key, raising=False)

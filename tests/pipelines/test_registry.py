@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
-from typing import Iterator
 
-import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -27,12 +24,8 @@ CHAIN = "tiny-chain"
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    shutil.copy(empty_store, tmp_path / "mlflow.db")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking.configure_tracking(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    yield tmp_path
-    mlflow.set_tracking_uri(None)  # also unsets the variable set_tracking_uri exported
+def workdir(store_workdir: Path) -> Path:
+    return store_workdir
 
 
 def _scholar(seed: int) -> Scholar:
@@ -46,7 +39,7 @@ def _register_chain(workdir: Path, tasks: int) -> list[str]:
     for k in range(tasks):
         info = _info(k)
         row = [0.9 - 0.1 * j for j in range(k + 1)]
-        run_id = tracking.log_task(parent, experiment, CHAIN, HASH, info, {"loss": 0.5}, row, {})
+        run_id = tracking.start_task_run(parent, experiment, CHAIN, CONFIG, HASH, info)
         versions.append(registry.register_scholar(CHAIN, run_id, _scholar(k), _facts(k, row, versions)))
     return versions
 
@@ -198,37 +191,6 @@ def test_missing_alias_fails_naming_the_uri(workdir: Path) -> None:
     _register_chain(workdir, 1)
     with pytest.raises(registry.RegistryError, match=f"models:/{CHAIN}@task-5"):
         registry.load_registered_scholar(CHAIN, 5)
-
-
-def test_chain_run_is_found_again_with_the_same_hash(workdir: Path) -> None:
-    experiment = tracking.ensure_experiment("dgr-test", workdir)
-    assert tracking.ensure_experiment("dgr-test", workdir) == experiment
-    first = tracking.start_chain_run(CHAIN, experiment, CONFIG, HASH)
-    assert tracking.start_chain_run(CHAIN, experiment, CONFIG, HASH) == first
-    assert tracking.start_chain_run(CHAIN, experiment, CONFIG, "0123456789ab") != first
-    run = MlflowClient().get_run(first)
-    assert run.info.run_name == f"{CHAIN}-{HASH}" and run.data.params["solver.hidden"] == "16"
-    assert mlflow.active_run() is None
-    tracking.finish_chain_run(first, 0.75)
-    assert tracking.start_chain_run(CHAIN, experiment, CONFIG, HASH) == first  # a finished chain resumes too
-    run = MlflowClient().get_run(first)
-    assert run.info.status == "FINISHED" and run.data.metrics["average_accuracy"] == 0.75
-
-
-def test_log_task_makes_a_finished_nested_run(workdir: Path) -> None:
-    experiment = tracking.ensure_experiment("dgr-test", workdir)
-    parent = tracking.start_chain_run(CHAIN, experiment, CONFIG, HASH)
-    figure = workdir / "samples.png"
-    figure.write_bytes(b"\x89PNG")
-    info = TaskInfo(1, "tiny 1", (2, 3))
-    run_id = tracking.log_task(parent, experiment, CHAIN, HASH, info, {"solver_loss": 0.25}, [0.8, 0.6],
-                               {"samples": figure})
-    run = MlflowClient().get_run(run_id)
-    assert run.data.tags["mlflow.parentRunId"] == parent and run.info.run_name == f"{CHAIN}-task-1"
-    assert run.info.status == "FINISHED"
-    assert run.data.metrics == pytest.approx(
-        {"solver_loss": 0.25, "acc_task_0": 0.8, "acc_task_1": 0.6, "average_accuracy": 0.7})
-    assert [f.path for f in MlflowClient().list_artifacts(run_id)] == ["samples.png"]
 
 
 def test_unreachable_server_fails_fast_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

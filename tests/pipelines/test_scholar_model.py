@@ -48,7 +48,8 @@ def _register_last_task(data_root: Path, workdir: Path, store: Path, scenario: s
     chain = chain_module.Chain(config, tasks, NAME, digest, experiment, run_id,
                                chain_module.ChainResult(NAME, [], [], 0.0))
     scholar = new_scholar(config, tasks[0].input_shape, 10 if scenario != "domain" else 5)
-    chain_module._register_task(chain, tasks[1], scholar.eval(), {})
+    task_run = tracking.start_task_run(run_id, experiment, NAME, config, digest, tasks[1].info)
+    chain_module._register_task(chain, tasks[1], task_run, scholar.eval(), {})
     return chain
 
 

@@ -22,6 +22,7 @@ from tests.pipelines.conftest import TINY_CHAIN, chain_args
 from tests.pipelines.worker_hooks import RaceGate
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
+SECRET = "secret-value-that-must-not-leak"
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +48,47 @@ def _die_once(workdir: Path) -> WorkerHook:
                       {"task": 1, "iteration": 10, "marker": str(workdir / "killed")})
 
 
+def _chain_runs(client: MlflowClient) -> list:
+    runs = client.search_runs([client.get_experiment_by_name("dgr").experiment_id],
+                              filter_string="tags.`dgr.chain` = 'tiny-chain'", order_by=["attributes.start_time"])
+    return [run for run in runs if "dgr.task" not in run.data.tags]  # not its task runs
+
+
+def _check_task_runs(client: MlflowClient, chain_run: str) -> None:
+    """Each task's run spans its training: opened before the first loss point, ended after the last,
+    with the task's params, a loss curve at every 10 iterations and its accuracies at the task's step."""
+    task_runs = client.search_runs([client.get_experiment_by_name("dgr").experiment_id],
+                                   filter_string=f"tags.`mlflow.parentRunId` = '{chain_run}'")
+    task_runs.sort(key=lambda run: int(run.data.params["task.index"]))
+    assert [run.data.params["task.index"] for run in task_runs] == ["0", "1", "2"]
+    for k, run in enumerate(task_runs):
+        assert run.info.status == "FINISHED" and run.data.params["task.name"] == f"permuted mnist {k}"
+        assert run.data.params["task.replay_ratio"] == str(1.0 / (k + 1)) and run.data.params["solver.hidden"] == "32"
+        losses = client.get_metric_history(run.info.run_id, "loss_solver")
+        assert sorted(m.step for m in losses) == [10, 20, 30]
+        assert run.info.start_time <= min(m.timestamp for m in losses)
+        assert max(m.timestamp for m in losses) <= run.info.end_time
+        assert [m.step for m in client.get_metric_history(run.info.run_id, f"acc_task_{k}")] == [k]
+
+
+def _check_no_secret(client: MlflowClient, printed: str) -> None:
+    """The driver's secrets are in no run's params or tags, no version's tags, no output, no Ray log."""
+    import ray
+
+    assert SECRET not in printed
+    for run in client.search_runs([client.get_experiment_by_name("dgr").experiment_id]):
+        assert SECRET not in json.dumps([run.data.params, run.data.tags])
+    assert not [v for v in _versions() if SECRET in json.dumps(v.tags)]
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # runtime envs are logged there
+    assert not [f for f in logs.rglob("*") if f.is_file() and SECRET in f.read_text(errors="replace")]
+
+
 def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
-        ray_session: None, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(chain_args(fake_data_root, workdir)) == 0
+        ray_session: None, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, SECRET)
+    assert main(chain_args(fake_data_root, workdir, "pipeline.log_every=10")) == 0
     result = json.loads((workdir / "result.json").read_text())
     assert result["registered_model"] == "tiny-chain"
     assert result["versions"] == ["1", "2", "3"]
@@ -65,13 +104,14 @@ def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
         assert float(version.tags["privacy.nn_ratio"]) > 0  # the driver audits each version's generator
         assert version.source.startswith("models:/m-")  # an MLflow Model, which task k + 1 loaded back
     # The chain's run carries its progress, task by task (what a sweep trial reports to Tune).
-    chain_run = next(run for run in client.search_runs([client.get_experiment_by_name("dgr").experiment_id],
-                                                       filter_string="tags.`dgr.chain` = 'tiny-chain'")
-                     if "mlflow.parentRunId" not in run.data.tags)
+    assert client.get_experiment_by_name("dgr").tags["mlflow.experimentKind"] == "custom_model_development"
+    [chain_run] = _chain_runs(client)
     history = sorted(client.get_metric_history(chain_run.info.run_id, "average_accuracy_so_far"), key=lambda m: m.step)
     assert [m.step for m in history] == [0, 1, 2]
     assert history[-1].value == pytest.approx(result["average_accuracy"])
-    assert chain_run.data.metrics["average_accuracy"] == pytest.approx(result["average_accuracy"])
+    [final] = client.get_metric_history(chain_run.info.run_id, "average_accuracy")
+    assert final.step == 2 and final.value == pytest.approx(result["average_accuracy"])
+    _check_task_runs(client, chain_run.info.run_id)
     # The registry is the only checkpoint: Ray Train keeps its run state and no scholar.
     assert (workdir / "ray_results").is_dir() and not list((workdir / "ray_results").rglob("*.pt"))
     assert [len(nodes) for nodes in result["worker_nodes"]] == [2, 2, 2]
@@ -79,16 +119,21 @@ def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
     config, _ = load_settings(None, TINY_CHAIN)
     assert audit.audit_chain_files("tiny-chain", build_stream(config.stream, fake_data_root, config.run.seed)).clean
 
-    capsys.readouterr()
-    assert main(chain_args(fake_data_root, workdir)) == 0  # same chain, same config: nothing to do
+    _check_no_secret(client, "".join(capsys.readouterr()))
+    seen = []  # the resumed chain run's status while the chain goes over its tasks
+    assert main(chain_args(fake_data_root, workdir),  # same chain, same config: nothing to do
+                on_task=lambda k, matrix: seen.append(client.get_run(chain_run.info.run_id).info.status)) == 0
+    assert seen == ["RUNNING"] * 3 and client.get_run(chain_run.info.run_id).info.status == "FINISHED"
     assert len(_versions()) == 3
     assert json.loads((workdir / "result.json").read_text())["versions"] == ["1", "2", "3"]
 
-    assert main(chain_args(fake_data_root, workdir, "stream.num_tasks=2") + ["--restart"]) == 0
+    assert main(chain_args(fake_data_root, workdir) + ["--restart"]) == 0  # same config: a new chain and run
     versions = _versions()
-    assert _numbers(versions) == ["1", "2", "3", "4", "5"]
+    assert _numbers(versions) == ["1", "2", "3", "4", "5", "6"]
     assert str(client.get_model_version_by_alias("tiny-chain", "task-0").version) == "4"
     assert versions[3].tags["parent_version"] == "none" and versions[4].tags["parent_version"] == "4"
+    assert [run.info.run_id for run in _chain_runs(client)][0] == chain_run.info.run_id
+    assert [run.info.status for run in _chain_runs(client)] == ["FINISHED", "FINISHED"]
 
 
 def test_a_killed_worker_is_retried_and_each_task_still_yields_one_version(
@@ -105,10 +150,10 @@ def test_a_chain_whose_workers_keep_dying_fails_and_marks_its_run_failed(
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: Ray Train stopped before task 1")
     assert _numbers(_versions()) == ["1"]  # task 0 only: nothing of task 1 was registered
     client = MlflowClient()
-    runs = client.search_runs([client.get_experiment_by_name("dgr").experiment_id],
-                              filter_string="tags.`dgr.chain` = 'tiny-chain'")
-    chain_runs = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]  # not its task runs
-    assert [run.info.status for run in chain_runs] == ["FAILED"]
+    assert [run.info.status for run in _chain_runs(client)] == ["FAILED"]
+    task_runs = client.search_runs([client.get_experiment_by_name("dgr").experiment_id],
+                                   filter_string="tags.`dgr.task` = '1'")
+    assert [run.info.status for run in task_runs] == ["FAILED"]  # the task that crashed
 
 
 def test_the_race_gate_answers_ranks_differently() -> None:

@@ -116,11 +116,15 @@ def _check_sweep(workdir: Path, stdout: str) -> list[dict]:
                                 filter_string=f"tags.`mlflow.parentRunId` = '{sweep_runs[0].info.run_id}'")
     status = {run.data.tags["dgr.chain"]: run.info.status for run in nested}
     assert status == {t["registered_model"]: "FINISHED" if t["finished"] else "KILLED" for t in trials}
-    for t in trials:  # one version per task the trial learned: nothing registered twice
-        versions = client.search_model_versions(f"name = '{t['registered_model']}'")
-        assert len(versions) == t["tasks"]
-        assert set(client.get_registered_model(t["registered_model"]).aliases) >= {f"task-{k}" for k in
-                                                                                    range(t["tasks"])}
+    # One registered model per sweep, the best chain's: one version per task, nothing registered twice.
+    assert [m.name for m in client.search_registered_models()] == [best["registered_model"]]
+    assert len(client.search_model_versions(f"name = '{best['registered_model']}'")) == best["tasks"]
+    assert set(client.get_registered_model(best["registered_model"]).aliases) == {"task-0", "task-1", "best"}
+    for t in trials:  # every trial's task runs stay
+        runs = client.search_runs([sweep_runs[0].info.experiment_id],
+                                  filter_string=f"tags.`dgr.chain` = '{t['registered_model']}'")
+        task_runs = [run for run in runs if "dgr.task" in run.data.tags]
+        assert len(task_runs) == t["tasks"]  # a resumed sweep trained no task twice
     return trials
 
 
