@@ -29,23 +29,6 @@ def fake_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty mlflow.db: creating one takes seconds, copying it milliseconds."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from pipelines import tracking
-
-    folder = tmp_path_factory.mktemp("template")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        tracking.configure_tracking(folder)
-        MlflowClient().search_experiments()
-        mlflow.set_tracking_uri(None)
-    return folder / "mlflow.db"
-
-
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh working directory with the embedded MLflow default (no tracking URI from outside)."""
