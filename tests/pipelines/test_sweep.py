@@ -131,21 +131,12 @@ def _check_sweep(workdir: Path, stdout: str) -> list[dict]:
 @pytest.mark.ray
 @pytest.mark.mlflow
 @pytest.mark.slow
-def test_sweep_stops_hopeless_trials_and_aliases_the_best(fake_data_root: Path, workdir: Path) -> None:
-    # Two workers of 0.99 CPU per trial on a 2-CPU Ray: a trial that kept its workers' placement group
-    # after ASHA stopped it would leave the next trial waiting forever (the sweep then runs into the
-    # timeout instead of finishing).
-    done = subprocess.run(_sweep(fake_data_root, workdir, workers=2), cwd=workdir, env=_env(),
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    _check_sweep(workdir, done.stdout)
-
-
-@pytest.mark.ray
-@pytest.mark.mlflow
-@pytest.mark.slow
-def test_interrupted_sweep_resumes_where_it_stopped(fake_data_root: Path, workdir: Path) -> None:
-    args = _sweep(fake_data_root, workdir, workers=1)
+def test_an_interrupted_sweep_resumes_stops_hopeless_trials_and_aliases_the_best(
+        fake_data_root: Path, workdir: Path) -> None:
+    """One sweep, interrupted once its first trial has finished, then resumed to the end. Two workers of
+    0.99 CPU per trial on a 2-CPU Ray: a trial that kept its workers' placement group after ASHA stopped
+    it would leave the next trial waiting forever (the resumed sweep would run into its timeout)."""
+    args = _sweep(fake_data_root, workdir, workers=2)
     err_file = workdir / "interrupted.err"
     with err_file.open("w") as err_stream:
         sweep = subprocess.Popen(args, cwd=workdir, env=_env(), stdout=subprocess.PIPE, stderr=err_stream, text=True)
