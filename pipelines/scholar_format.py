@@ -30,7 +30,6 @@ from dgr.streams import TaskInfo
 from pipelines import scholar_model
 from pipelines.tracking import RegistryError, one_line
 
-MODEL_NAME = "scholar"
 EXAMPLE_ROWS = 2
 REQUIREMENTS = ("torch", "numpy", "mlflow")  # what scholar_model.py and dgr import at load time
 
@@ -66,16 +65,17 @@ def log_scholar_model(run_id: str, scholar: Scholar, tasks: Sequence[TaskInfo], 
     so far (their heads), `registered_as`: the URI its errors name."""
     config = {"scenario": scenario, "registered_as": registered_as,
               "tasks": [{"index": t.index, "name": t.name, "classes": list(t.classes)} for t in tasks]}
+    name = f"scholar-task-{tasks[-1].index}"  # the experiment's Models tab lists one per task of each chain
     client = MlflowClient()
     run = client.get_run(run_id)
     # Created here in the run's experiment: Model.log alone would put it in the active experiment (the
     # Default one, artifacts in ./mlruns) when no run is active in this process.
-    model = client.create_logged_model(run.info.experiment_id, MODEL_NAME, run_id, params=run.data.params)
+    model = client.create_logged_model(run.info.experiment_id, name, run_id, params=run.data.params)
     try:
         with tempfile.TemporaryDirectory(prefix="dgr-scholar-") as tmp:
             folder = save_scholar(scholar, Path(tmp) / "scholar")
             Model.log(
-                artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id, model_id=model.model_id,
+                artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=run_id, model_id=model.model_id,
                 python_model=scholar_model.__file__, artifacts={scholar_model.SCHOLAR_ARTIFACT: str(folder)},
                 code_paths=[str(Path(dgr.__file__).parent)], model_config=config,
                 signature=signature(scholar), input_example=(_example(scholar), {"task": tasks[-1].index}),

@@ -122,7 +122,7 @@ def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
     _check_no_secret(client, "".join(capsys.readouterr()))
     seen = []  # the resumed chain run's status while the chain goes over its tasks
     assert main(chain_args(fake_data_root, workdir),  # same chain, same config: nothing to do
-                on_task=lambda k, matrix: seen.append(client.get_run(chain_run.info.run_id).info.status)) == 0
+                on_task=lambda k, matrix, validation: seen.append(client.get_run(chain_run.info.run_id).info.status)) == 0
     assert seen == ["RUNNING"] * 3 and client.get_run(chain_run.info.run_id).info.status == "FINISHED"
     assert len(_versions()) == 3
     assert json.loads((workdir / "result.json").read_text())["versions"] == ["1", "2", "3"]

@@ -80,8 +80,7 @@ def _sweep(data_root: Path, workdir: Path, workers: int) -> list[str]:
     # Paths relative to the sweep's working directory, as a user types them: trials run elsewhere.
     args = [sys.executable, "-m", "pipelines.sweep", "--config", "sweep.yaml", "--data-root",
             os.path.relpath(data_root, workdir), "--workdir", ".", "--name", "tiny-sweep", "--json", "sweep.json"]
-    return args + tiny_sweep_sets("stream.num_tasks=2", "stream.validation=0.25", f"pipeline.num_workers={workers}",
-                                  "replay.arm=none")
+    return args + tiny_sweep_sets("stream.num_tasks=2", f"pipeline.num_workers={workers}", "replay.arm=none")
 
 
 def _env() -> dict[str, str]:
