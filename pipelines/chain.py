@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -161,11 +161,11 @@ def _register_task(chain: Chain, task: Task, run_id: str, scholar: Scholar, metr
     """Evaluate the new scholar on every task so far (test and validation data), log it on the task's run
     and register it."""
     config, matrix, versions = chain.config, chain.result.accuracy_matrix, chain.result.versions
-    test_sets = [LabelledData.of([t], "test") for t in chain.tasks[:task.index + 1]]
-    accuracies = evaluate(scholar.solver, test_sets, Scenario(config.stream.scenario), task.info,
-                          config.run.eval_batch_size)
-    matrix.append(matrix_row(accuracies, len(chain.tasks)))
-    validation = _validation(chain, task, scholar)
+    learned = chain.tasks[:task.index + 1]
+    accuracies = _evaluated(chain, task, scholar, [LabelledData.of([t], "test") for t in learned], matrix)
+    held_out = [validation_set(t) for t in learned]
+    validation = [] if None in held_out else _evaluated(chain, task, scholar, held_out,
+                                                        chain.result.validation_matrix)
     metrics = {**metrics, **{f"val_acc_task_{j}": a for j, a in enumerate(validation)}}
     so_far = {"average_accuracy_so_far": average_accuracy(matrix), "forgetting_so_far": mean_forgetting(matrix)}
     if validation:
@@ -191,16 +191,11 @@ def _register_task(chain: Chain, task: Task, run_id: str, scholar: Scholar, metr
     return version
 
 
-def _validation(chain: Chain, task: Task, scholar: Scholar) -> list[float]:
-    """Accuracies on the validation data of every task so far (appended to the chain's validation matrix),
-    or [] when the stream holds none out (`stream.validation` 0)."""
-    sets = [validation_set(t) for t in chain.tasks[:task.index + 1]]
-    if any(s is None for s in sets):
-        return []
-    config = chain.config
-    accuracies = evaluate(scholar.solver, sets, Scenario(config.stream.scenario), task.info,
-                          config.run.eval_batch_size)
-    chain.result.validation_matrix.append(matrix_row(accuracies, len(chain.tasks)))
+def _evaluated(chain: Chain, task: Task, scholar: Scholar, sets: Sequence[Any], matrix: Matrix) -> list[float]:
+    """The solver's accuracy on each task's `sets` so far, appended to `matrix` as its row for `task`."""
+    accuracies = evaluate(scholar.solver, sets, Scenario(chain.config.stream.scenario), task.info,
+                          chain.config.run.eval_batch_size)
+    matrix.append(matrix_row(accuracies, len(chain.tasks)))
     return accuracies
 
 
