@@ -122,8 +122,9 @@ def _check_sweep(workdir: Path, stdout: str) -> list[dict]:
     for t in trials:  # every trial's task runs stay
         runs = client.search_runs([sweep_runs[0].info.experiment_id],
                                   filter_string=f"tags.`dgr.chain` = '{t['registered_model']}'")
-        task_runs = [run for run in runs if "dgr.task" in run.data.tags]
-        assert len(task_runs) == t["tasks"]  # a resumed sweep trained no task twice
+        # A task the interrupt stopped mid-way keeps its KILLED run; a resumed sweep finished no task twice.
+        task_runs = [run for run in runs if "dgr.task" in run.data.tags and run.info.status == "FINISHED"]
+        assert len(task_runs) == t["tasks"]
     return trials
 
 
