@@ -40,7 +40,8 @@ def core_run(overrides: list[str], data_root: str) -> dict[str, Any]:
     torch.set_num_threads(os.cpu_count() or 1)
     config, _ = load_settings(None, overrides)
     result = run_sequence(config, build_stream(config.stream, Path(data_root), config.run.seed))
-    return {"average_accuracy": result.average_accuracy, "accuracy_matrix": result.accuracy_matrix}
+    return {"average_accuracy": result.average_accuracy, "accuracy_matrix": result.accuracy_matrix,
+            "train_seconds": [t.seconds for t in result.training]}
 
 
 def timed(args: list[str], cwd: str) -> float:
@@ -66,7 +67,8 @@ def measure(runner: str, overrides: list[str], data_root: str) -> dict[str, Any]
         wall = timed(args, workdir)
         result = json.loads(Path(out).read_text())
     return {"wall_seconds": wall, "average_accuracy": result["average_accuracy"],
-            "accuracy_matrix": result["accuracy_matrix"]}
+            "accuracy_matrix": result["accuracy_matrix"], "train_seconds": sum(result["train_seconds"]),
+            "register_seconds": sum(result.get("register_seconds", []))}
 
 
 def summary(runs: list[dict[str, Any]], runners: list[str]) -> str:
@@ -91,6 +93,19 @@ def summary(runs: list[dict[str, Any]], runners: list[str]) -> str:
         lines.append(f"| {label(runner)} | {statistics.mean(acc):.2f} +- {sem:.2f} (n={len(acc)}) | "
                      f"{', '.join(f'{a:.2f}' for a in acc)} | {statistics.mean(r['wall_seconds'] for r in chosen):.1f} | "
                      f"{ratio} |")
+    return "\n".join(lines)
+
+
+def where_the_time_goes(runs: list[dict[str, Any]], runners: list[str]) -> str:
+    """Markdown, per run: training (the training loops: the core's, or rank 0's in the workers), the
+    driver's per-task work (evaluate, figures, MLflow model, audit, register; the workers wait), the rest
+    (process and Ray start, worker group, data, the workers reloading each scholar, evaluation in the core)."""
+    lines = ["| runner | seed | wall s | training s | driver per-task work s | rest s |", "|---|---|---|---|---|---|"]
+    for r in sorted((r for r in runs if "train_seconds" in r), key=lambda r: (r["seed"], runners.index(r["runner"])
+                                                                              if r["runner"] in runners else 0)):
+        rest = r["wall_seconds"] - r["train_seconds"] - r["register_seconds"]
+        lines.append(f"| {r['runner']} | {r['seed']} | {r['wall_seconds']:.1f} | {r['train_seconds']:.1f} | "
+                     f"{r['register_seconds']:.1f} | {rest:.1f} |")
     return "\n".join(lines)
 
 
@@ -128,7 +143,10 @@ def main() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(runs, indent=1))
     print(f"\nsplit MNIST, class-IL, GR, {args.iterations} iterations per task, 5 tasks, seeds {args.seeds}\n")
-    print(summary([r for r in runs if r["overrides"] == overrides], runners))
+    chosen = [r for r in runs if r["overrides"] == overrides]
+    print(summary(chosen, runners))
+    print()
+    print(where_the_time_goes(chosen, runners))
 
 
 if __name__ == "__main__":
