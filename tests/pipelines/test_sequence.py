@@ -10,12 +10,14 @@ from typing import Iterator
 
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from dgr.streams import build_stream
 from pipelines import audit
 from pipelines import chain as chain_module
 from pipelines.chain import WorkerHook
+from pipelines.registry import load_registered_scholar
 from pipelines.sequence import main
 from pipelines.settings import load_settings
 from tests.pipelines.conftest import TINY_CHAIN, chain_args
@@ -188,8 +190,11 @@ def _mnist_parquet(data_root: Path, base: Path) -> str:
 
 def test_mnist_from_parquet_then_svhn_with_conv_scholars_logs_validation_accuracies(
         ray_session: None, fake_data_root: Path, workdir: Path, tmp_path: Path) -> None:
-    """The seed paper's MNIST -> SVHN new-domain chain at 32x32x3 (CNN solver, conv VAE), MNIST read from
-    Parquet, with a validation split: one version per task, validation accuracies logged and tagged."""
+    """The seed paper's MNIST -> SVHN new-domain chain at 32x32x3 with its generator (CNN solver, conv
+    WGAN-GP: the DDP-wrapped critic and batch-norm generator in the workers), MNIST read from Parquet, with
+    a validation split: one version per task, validation accuracies logged and tagged, and the registered
+    scholar a conv WGAN-GP that samples 32x32x3 images. (The conv VAE goes through the same VAE trainer as
+    every other chain test's generator; `tests/dgr/test_new_domains_conv.py` runs it on this stream.)"""
     from tests.fakedata import write_svhn
 
     data_root = tmp_path / "data"
@@ -198,7 +203,7 @@ def test_mnist_from_parquet_then_svhn_with_conv_scholars_logs_validation_accurac
     sources = [_mnist_parquet(fake_data_root, tmp_path / "mnist_parquet"), "svhn"]
     args = chain_args(data_root, workdir, "stream.name=domains", f"stream.sources={','.join(sources)}",
                       "stream.image_size=32", "stream.fit=pad", "stream.channels=3", "stream.validation=0.25",
-                      "solver.kind=cnn", "solver.hidden=16", "generator.kind=conv-vae", "generator.channels=4",
+                      "solver.kind=cnn", "solver.hidden=16", "generator.kind=conv-wgan-gp", "generator.channels=4",
                       "pipeline.name=")
     assert main(args) == 0
     result = json.loads((workdir / "result.json").read_text())
@@ -210,3 +215,6 @@ def test_mnist_from_parquet_then_svhn_with_conv_scholars_logs_validation_accurac
     task_run = MlflowClient().get_run(versions[1].run_id)
     assert task_run.data.metrics["validation_accuracy"] == pytest.approx(
         sum(json.loads(versions[1].tags["validation_accuracies"])) / 2)
+    scholar = load_registered_scholar(result["registered_model"], 1)
+    assert type(scholar.generator).__name__ == "WGANGP"
+    assert scholar.sample(2, torch.Generator().manual_seed(0)).shape == (2, 3, 32, 32)
