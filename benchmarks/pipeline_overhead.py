@@ -96,13 +96,12 @@ def summary(runs: list[dict[str, Any]], runners: list[str]) -> str:
     return "\n".join(lines)
 
 
-def where_the_time_goes(runs: list[dict[str, Any]], runners: list[str]) -> str:
+def where_the_time_goes(runs: list[dict[str, Any]]) -> str:
     """Markdown, per run: training (the training loops: the core's, or rank 0's in the workers), the
     driver's per-task work (evaluate, figures, MLflow model, audit, register; the workers wait), the rest
     (process and Ray start, worker group, data, the workers reloading each scholar, evaluation in the core)."""
     lines = ["| runner | seed | wall s | training s | driver per-task work s | rest s |", "|---|---|---|---|---|---|"]
-    for r in sorted((r for r in runs if "train_seconds" in r), key=lambda r: (r["seed"], runners.index(r["runner"])
-                                                                              if r["runner"] in runners else 0)):
+    for r in (r for r in runs if "train_seconds" in r):  # in the order they ran (older files lack the split)
         rest = r["wall_seconds"] - r["train_seconds"] - r["register_seconds"]
         lines.append(f"| {r['runner']} | {r['seed']} | {r['wall_seconds']:.1f} | {r['train_seconds']:.1f} | "
                      f"{r['register_seconds']:.1f} | {rest:.1f} |")
@@ -146,7 +145,7 @@ def main() -> None:
     chosen = [r for r in runs if r["overrides"] == overrides]
     print(summary(chosen, runners))
     print()
-    print(where_the_time_goes(chosen, runners))
+    print(where_the_time_goes(chosen))
 
 
 if __name__ == "__main__":

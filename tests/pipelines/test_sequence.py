@@ -13,6 +13,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from dgr.generators import WGANGP
 from dgr.streams import build_stream
 from pipelines import audit
 from pipelines import chain as chain_module
@@ -216,5 +217,5 @@ def test_mnist_from_parquet_then_svhn_with_conv_scholars_logs_validation_accurac
     assert task_run.data.metrics["validation_accuracy"] == pytest.approx(
         sum(json.loads(versions[1].tags["validation_accuracies"])) / 2)
     scholar = load_registered_scholar(result["registered_model"], 1)
-    assert type(scholar.generator).__name__ == "WGANGP"
+    assert isinstance(scholar.generator, WGANGP)
     assert scholar.sample(2, torch.Generator().manual_seed(0)).shape == (2, 3, 32, 32)
