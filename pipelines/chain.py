@@ -27,7 +27,7 @@ from dgr.sequence import validation_set
 from dgr.streams import Task, build_stream
 from dgr.targets import LabelledData
 from pipelines import audit, figures, registry, tracking
-from pipelines.cluster import WorkerPlan, alive_nodes, plan_workers, ray_init_args
+from pipelines.cluster import WorkerPlan, alive_nodes, driver_node, plan_workers, ray_init_args
 from pipelines.credentials import has_password
 from pipelines.gate import TaskGate
 from pipelines.progress import ChainProgress
@@ -98,7 +98,8 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
               hook: WorkerHook | None = None) -> ChainResult:
     """Train every task not yet registered; `on_task(k, matrix, validation_matrix)` runs after task k is
     registered, while the workers wait for task k's release (and first for each task registered before a
-    resume)."""
+    resume). Without `on_task`, and where the plan says so (`pipeline.run_ahead`), the workers train task
+    k+1 while the driver registers task k."""
     start = time.perf_counter()
     data_root, workdir = data_root.absolute(), workdir.absolute()  # workers and trials run elsewhere
     tasks = build_stream(config.stream, data_root, config.run.seed)  # bad data fails before Ray starts
@@ -145,7 +146,7 @@ def _plan(config: Config, pipeline: PipelineConfig) -> WorkerPlan:
 
     if not ray.is_initialized():
         ray.init(**ray_init_args())
-    plan = plan_workers(pipeline, alive_nodes())
+    plan = plan_workers(pipeline, alive_nodes(), driver_node())
     check_batch_split(config, plan.num_workers)
     print(f"workers: {plan.describe()}", flush=True)
     return plan
@@ -204,15 +205,16 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
     import ray
 
     first = len(chain.result.versions)
+    run_ahead = plan.run_ahead and chain.on_task is None  # a sweep's scheduler decides after each task
     gate_name = f"gate-{chain.name}-{uuid.uuid4().hex[:8]}"
     gate = ray.remote(num_cpus=0)(TaskGate).options(name=gate_name, namespace=NAMESPACE).remote(first)
     settings = {"config": flatten(chain.config), "data_root": str(data_root), "workdir": str(workdir),
                 "tracking_uri": "" if has_password(tracking_uri) else tracking_uri,  # the nodes' own, then
                 "chain": chain.name, "gate": gate_name, "namespace": NAMESPACE, "threads": plan.threads,
-                "log_every": pipeline.log_every, "hook": asdict(hook) if hook else None}
+                "log_every": pipeline.log_every, "hook": asdict(hook) if hook else None, "run_ahead": run_ahead}
     fit = Fit(chain_trainer(settings, plan, pipeline.max_failures, f"{chain.name}-{chain.digest}",
                             pipeline.ray_storage(workdir)))
-    task_run: str | None = _open_task_run(chain, chain.tasks[first], gate)  # before the workers ask for it
+    task_runs = {first: _open_task_run(chain, chain.tasks[first], gate)}  # before the workers ask for it
     fit.start()
     chain.result.workers = asdict(plan)
     progress = ChainProgress(chain.name, len(chain.tasks), first)
@@ -223,10 +225,12 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
                 payload = ray.get(gate.wait_trained.remote(task.index, 2.0))
                 if payload is None and not fit.is_alive():
                     raise RuntimeError(f"Ray Train stopped before task {task.index} was trained: {fit.error}")
+            following = chain.tasks[task.index + 1] if task.index + 1 < len(chain.tasks) else None
+            if run_ahead and following is not None:  # the workers are training it already
+                task_runs[following.index] = _open_task_run(chain, following, gate)
             registering = time.perf_counter()
-            version = _register_task(chain, task, task_run, _scholar_of(payload), payload["metrics"])
-            tracking.end_run(task_run, "FINISHED")
-            task_run = None
+            version = _register_task(chain, task, task_runs[task.index], _scholar_of(payload), payload["metrics"])
+            tracking.end_run(task_runs.pop(task.index), "FINISHED")
             chain.result.train_seconds.append(payload["metrics"]["train_seconds"])
             chain.result.register_seconds.append(time.perf_counter() - registering)
             chain.result.worker_nodes.append(payload["nodes"])
@@ -234,14 +238,16 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
             if chain.on_task is not None:
                 # may raise ChainStopped: the workers wait meanwhile
                 chain.on_task(task.index, chain.result.accuracy_matrix, chain.result.validation_matrix)
-            if task.index + 1 < len(chain.tasks):
-                task_run = _open_task_run(chain, chain.tasks[task.index + 1], gate)
+            if not run_ahead and following is not None:
+                task_runs[following.index] = _open_task_run(chain, following, gate)
             ray.get(gate.registered.remote(task.index, version))
     except BaseException as exc:
-        if task_run is not None:
-            tracking.end_run(task_run, _stopped_status(exc))
+        for run_id in task_runs.values():
+            tracking.end_run(run_id, _stopped_status(exc))
         ray.get(gate.abort.remote())
-        fit.join(timeout=60)
+        # Workers waiting at the gate end at once; workers that ran ahead end with their task, or with
+        # the driver's Ray, so the driver does not wait for them long.
+        fit.join(timeout=10 if run_ahead else 60)
         raise
     fit.join()
     if fit.error is not None:

@@ -29,6 +29,7 @@ class WorkerPlan:
     threads: int  # torch threads per worker
     cpus: float  # CPUs each worker reserves
     gpus: float  # GPUs each worker reserves; 0 means CPU workers (gloo), else NCCL
+    run_ahead: bool = False  # the workers train task k+1 while the driver registers task k
 
     @property
     def use_gpu(self) -> bool:
@@ -39,7 +40,9 @@ class WorkerPlan:
 
     def describe(self) -> str:
         gpus = f" and {self.gpus:g} GPU" if self.use_gpu else ""
-        return f"{self.num_workers} worker(s) x {self.threads} thread(s), each holding {self.cpus:g} CPU{gpus}"
+        ahead = ("training each task while the driver registers the one before" if self.run_ahead else
+                 "waiting while the driver registers each task")
+        return f"{self.num_workers} worker(s) x {self.threads} thread(s), each holding {self.cpus:g} CPU{gpus}; {ahead}"
 
 
 def ray_init_args() -> dict[str, Any]:
@@ -58,16 +61,25 @@ def alive_nodes() -> list[dict[str, float]]:
     return [node["Resources"] for node in ray.nodes() if node["Alive"]]
 
 
+def driver_node() -> dict[str, float]:
+    """The resources of the node this driver runs on (the head, under `ray job submit`)."""
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    return next((node["Resources"] for node in ray.nodes() if node["NodeID"] == here), {})
+
+
 def wants_gpu(use_gpu: str, nodes: Sequence[Node]) -> bool:
     if use_gpu == AUTO:
         return any(node.get("GPU", 0.0) > 0 for node in nodes)
     return use_gpu == "true"
 
 
-def plan_workers(pipeline: PipelineConfig, nodes: Sequence[Node]) -> WorkerPlan:
+def plan_workers(pipeline: PipelineConfig, nodes: Sequence[Node], driver: Node | None = None) -> WorkerPlan:
     """Resolve `auto`: on a GPU cluster one worker per GPU (or one worker on a fraction of a GPU), each
     with the CPUs that come with its GPU share; without GPUs one worker with every CPU of the largest node
-    (on 2 cores one worker x 2 threads beats two x 1: gloo's all-reduce costs more than it splits)."""
+    (on 2 cores one worker x 2 threads beats two x 1: gloo's all-reduce costs more than it splits).
+    `driver` is the driver's node, for `run_ahead` (see `runs_ahead`)."""
     if wants_gpu(pipeline.use_gpu, nodes):
         workers, gpus = _gpu_workers(pipeline, nodes), pipeline.gpus_per_worker
         shares = [node.get("CPU", 0.0) * gpus / node["GPU"] for node in nodes if node.get("GPU", 0.0) > 0]
@@ -77,7 +89,24 @@ def plan_workers(pipeline: PipelineConfig, nodes: Sequence[Node]) -> WorkerPlan:
         share = float(_whole_cpus_each(workers, [node.get("CPU", 0.0) for node in nodes]))
     threads = pipeline.threads_per_worker
     cpus = pipeline.worker_cpus or (share if threads == AUTO else threads)
-    return WorkerPlan(workers, max(1, int(cpus)) if threads == AUTO else threads, cpus, gpus)
+    return WorkerPlan(workers, max(1, int(cpus)) if threads == AUTO else threads, cpus, gpus,
+                      runs_ahead(pipeline.run_ahead, workers * cpus, gpus, driver))
+
+
+def runs_ahead(setting: str, worker_cpus: float, gpus: float, driver: Node | None) -> bool:
+    """`auto`: the workers train the next task while the driver registers the last one when that takes
+    them no CPU: they train on GPUs, or the driver's node keeps a CPU they do not reserve (or reserves
+    none for them, like a head started with `--num-cpus 0`). A driver sharing its cores with the workers
+    would slow their training more than the overlap saves: measured on 2 cores, the 500-iteration chain's
+    training loops took 94.7 s instead of 68.3 s."""
+    if setting != AUTO:
+        return setting == "true"
+    if gpus > 0:
+        return True
+    if driver is None:
+        return False
+    cpus = driver.get("CPU", 0.0)
+    return cpus == 0 or cpus - worker_cpus >= 1
 
 
 def _gpu_workers(pipeline: PipelineConfig, nodes: Sequence[Node]) -> int:
@@ -112,14 +141,15 @@ def trial_plan(pipeline: PipelineConfig, nodes: Sequence[Node]) -> WorkerPlan:
     single = replace(pipeline, num_workers=1 if pipeline.num_workers == AUTO else pipeline.num_workers,
                      threads_per_worker=1 if pipeline.threads_per_worker == AUTO and not gpu
                      else pipeline.threads_per_worker)
-    plan = plan_workers(single, nodes)
+    plan = replace(plan_workers(single, nodes), run_ahead=False)  # the trial's scheduler decides after each task
     return plan if pipeline.worker_cpus else replace(plan, cpus=round(plan.cpus * (1 - TRIAL_CPU), 4))
 
 
 def pinned(pipeline: PipelineConfig, plan: WorkerPlan) -> PipelineConfig:
     """`pipeline` with `plan` written out, so whoever resolves it again (a trial) gets the same plan."""
     return replace(pipeline, num_workers=plan.num_workers, threads_per_worker=plan.threads, worker_cpus=plan.cpus,
-                   use_gpu="true" if plan.use_gpu else "false", gpus_per_worker=plan.gpus or pipeline.gpus_per_worker)
+                   use_gpu="true" if plan.use_gpu else "false", gpus_per_worker=plan.gpus or pipeline.gpus_per_worker,
+                   run_ahead="true" if plan.run_ahead else "false")
 
 
 def trial_slots(nodes: Sequence[Node], plan: WorkerPlan) -> int:

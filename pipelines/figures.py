@@ -15,8 +15,6 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from dgr.vision import import_torchvision
-
 
 def accuracy_heatmap(matrix: list[list[float | None]], path: Path) -> Path:
     """Row i: test accuracy on each task j after training task i; None (not seen yet) stays blank."""
@@ -43,13 +41,26 @@ def accuracy_heatmap(matrix: list[list[float | None]], path: Path) -> Path:
     return path
 
 
+def tile(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
+    """images (N, C, H, W), C 1 or 3, in [0, 1] -> one (H', W', 3) array: `nrow` images per row, `padding`
+    black pixels around each, grey images as three equal channels. (torchvision's `make_grid` would do it,
+    but importing torchvision costs the driver about 2 s.)"""
+    x = images.detach().float().cpu().clamp(0, 1)
+    n, channels, h, w = x.shape
+    x = x.expand(n, 3, h, w) if channels == 1 else x
+    rows, cols = math.ceil(n / nrow), min(n, nrow)
+    grid = torch.zeros(3, padding + rows * (h + padding), padding + cols * (w + padding))
+    for i, image in enumerate(x):
+        top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
+        grid[:, top:top + h, left:left + w] = image
+    return grid.permute(1, 2, 0).numpy()
+
+
 def sample_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
     """images (N, C, H, W) in [0, 1] -> one PNG, `nrow` images per row."""
-    grid = import_torchvision().utils.make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2)
-    pixels = grid.permute(1, 2, 0).numpy()  # (H', W', 3): make_grid repeats a single channel three times
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    matplotlib.image.imsave(path, pixels)
+    matplotlib.image.imsave(path, tile(images, nrow))
     return path
 
 

@@ -2,10 +2,13 @@
 
 One worker group trains the whole chain (a `TorchTrainer.fit()` costs ~20 s to start, so one per task
 would dominate short tasks). After each task rank 0 posts the trained scholar here; the driver evaluates
-and registers it, then releases the workers, who load it back from the registry for the next task.
-A restarted worker group (after a worker died) asks where to resume: the first unregistered task; only
-its rank 0 asks (`pipelines.worker`), and also learns the task's MLflow run, where it logs the losses.
-The driver runs this class as an async Ray actor holding no CPU.
+and registers it. In the main job the workers meanwhile train the next task from the scholar they hold
+(the one just posted), so they never wait for the registry; they stay at most one task ahead of it. In a
+sweep trial they wait for each registration, because the trial's scheduler may stop the chain there.
+A worker group (a new one, or one restarted after a worker died) asks where to start: the first
+unregistered task, once no posted task is still being registered; it loads the previous scholar from the
+registry. Only rank 0 asks (`pipelines.worker`), and it also learns each task's MLflow run, where it logs
+the losses. The driver runs this class as an async Ray actor holding no CPU.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ class TaskGate:
         self._next = first_task  # first task not registered yet
         self._trained: dict[int, asyncio.Future] = {}
         self._registered: dict[int, asyncio.Future] = {}
-        self._runs: dict[int, str] = {}  # task -> its MLflow run, opened by the driver before it is trained
+        self._runs: dict[int, asyncio.Future] = {}  # task -> its MLflow run, opened by the driver
         self._aborted = False
 
     def _future(self, table: dict[int, asyncio.Future], task: int) -> asyncio.Future:
@@ -27,14 +30,24 @@ class TaskGate:
             table[task] = asyncio.get_running_loop().create_future()
         return table[task]
 
-    async def next_task(self) -> int:
-        return self._next
+    async def next_task(self) -> int | None:
+        """Where a worker group starts: the first unregistered task (after waiting out the registration of
+        a task posted by the group before it), or None once the driver gave up on the chain."""
+        while not self._aborted and self._posted(self._next):  # being registered
+            await self._future(self._registered, self._next)
+        return None if self._aborted else self._next
+
+    def _posted(self, task: int) -> bool:
+        return task in self._trained and self._trained[task].done()
 
     async def set_run(self, task: int, run_id: str) -> None:
-        self._runs[task] = run_id
+        self._future(self._runs, task).set_result(run_id)
 
     async def task_run(self, task: int) -> str:
-        return self._runs[task]
+        """The task's MLflow run, once the driver has opened it; "" once the driver gave up."""
+        if self._aborted:
+            return ""
+        return await self._future(self._runs, task)
 
     async def trained(self, task: int, payload: dict[str, Any]) -> None:
         future = self._future(self._trained, task)
@@ -60,6 +73,7 @@ class TaskGate:
 
     async def abort(self) -> None:
         self._aborted = True
-        for future in self._registered.values():
-            if not future.done():
-                future.set_result("")
+        for table in (self._registered, self._runs):
+            for future in table.values():
+                if not future.done():
+                    future.set_result("")

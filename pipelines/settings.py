@@ -34,6 +34,7 @@ class PipelineConfig:
     max_failures: int = 2  # Ray Train restarts of a worker group that lost a worker
     storage_path: str = ""  # Ray Train's run state: a folder or s3://bucket/prefix; "" = <workdir>/ray_results
     log_every: int = 500  # iterations between two points of a task run's loss curves (and log lines)
+    run_ahead: str = AUTO  # train task k+1 while the driver registers k; auto: when it costs the workers no CPU
 
     def __post_init__(self) -> None:
         for name, low in (("num_workers", 1), ("threads_per_worker", 1), ("max_failures", 0), ("log_every", 1)):
@@ -47,8 +48,9 @@ class PipelineConfig:
             raise ConfigError(f"pipeline.worker_cpus: expected a number >= 0, got {self.worker_cpus!r}")
         if not _number(self.gpus_per_worker) or not 0 < self.gpus_per_worker <= 1:
             raise ConfigError(f"pipeline.gpus_per_worker: expected a number in (0, 1], got {self.gpus_per_worker!r}")
-        if self.use_gpu not in (AUTO, "true", "false"):
-            raise ConfigError(f"pipeline.use_gpu: expected one of auto, true, false, got {self.use_gpu!r}")
+        for name in ("use_gpu", "run_ahead"):
+            if getattr(self, name) not in (AUTO, "true", "false"):
+                raise ConfigError(f"pipeline.{name}: expected one of auto, true, false, got {getattr(self, name)!r}")
         if not isinstance(self.name, str) or any(c in self.name for c in " /@:"):
             raise ConfigError(f"pipeline.name: expected a name without spaces, '/', '@' or ':', got {self.name!r}")
 

@@ -1,11 +1,13 @@
 """The Ray Train worker loop: each rank trains the chain's tasks with DDP, one task after the other.
 
-Per task: rank 0 asks the driver's gate which task is next and broadcasts it, so every rank of a
-(restarted) worker group trains the same one; each rank loads the previous scholar from the MLflow
-registry (frozen, never in DDP nor an optimizer) and trains the new scholar on its shard with its own
-replay samples (`dgr.train_task`), rank 0 logging its losses on the task's MLflow run; rank 0 posts the
-scholar to the driver; every rank reports its metrics (no Ray checkpoint: the registry is the
-checkpoint) and waits until the driver has registered it.
+A worker group starts where rank 0's question to the driver's gate says (the first unregistered task;
+every rank is told the same, so DDP never averages gradients of two tasks) and loads the previous scholar
+from the MLflow registry (frozen, never in DDP nor an optimizer). Per task: each rank trains the scholar
+on its shard with its own replay samples (`dgr.train_task`), rank 0 logging its losses on the task's MLflow
+run; every rank reports its metrics (no Ray checkpoint: the registry is the checkpoint) and takes rank 0's
+weights, which rank 0 posts to the driver. The next task starts from them at once while the driver
+registers them (`run_ahead`, the main job), or once they are registered (a sweep trial, whose scheduler
+may stop the chain there); the workers are never more than one task ahead of the registry.
 """
 
 from __future__ import annotations
@@ -124,10 +126,23 @@ def _node_ids(world_size: int) -> list[str]:
     return nodes
 
 
-def _next_task(gate: Any, rank: int) -> int:
+def _next_task(gate: Any, rank: int) -> int | None:
     """Rank 0 asks the gate and tells the others: ranks asking one by one could get different answers
     while the driver registers a task, and DDP would then average gradients of two tasks."""
     return broadcast_from_rank_zero(ray.get(gate.next_task.remote()) if rank == 0 else None)
+
+
+def _task_run(gate: Any, rank: int, k: int) -> str:
+    """Task k's MLflow run, "" (for every rank) once the driver gave up on the chain."""
+    return broadcast_from_rank_zero(ray.get(gate.task_run.remote(k)) if rank == 0 else None)
+
+
+def _take_rank0_weights(scholar: Scholar, world_size: int) -> None:
+    """Every rank continues from exactly what rank 0 posts (batch-norm statistics, say, drift per rank)."""
+    if world_size > 1:
+        with torch.no_grad():
+            for tensor in scholar.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
 
 
 def train_chain(settings: dict[str, Any]) -> None:
@@ -148,11 +163,17 @@ def train_chain(settings: dict[str, Any]) -> None:
     hook = load_hook(settings.get("hook"))
     nodes = _node_ids(world_size)
 
-    while (k := _next_task(gate, rank)) < len(feed.infos):
-        run_id = ray.get(gate.task_run.remote(k)) if rank == 0 else ""
+    k = _next_task(gate, rank)
+    scholar: Scholar | None = None
+    unconfirmed: list[int] = []  # tasks posted to the driver and not yet registered
+    while k is not None and k < len(feed.infos):
+        run_id = _task_run(gate, rank, k)
+        if not run_id:
+            return  # the driver gave up on the chain and reports why
         progress = _progress(rank, settings["log_every"], hook, run_id)
         task = feed.at(k)
-        scholar = _starting_scholar(config, settings["chain"], feed, task, device)
+        if scholar is None:
+            scholar = _starting_scholar(config, settings["chain"], feed, task, device)
         previous = scholar.frozen_copy() if k else None
         replay = replay_source(config, previous, feed.infos[:k], task.info, feed.stored, device)
         data = training_data(config, feed.stored, task)
@@ -164,11 +185,16 @@ def train_chain(settings: dict[str, Any]) -> None:
                    **{f"loss_{name}": value for name, value in training.losses.items()}}
         del task, data, replay, previous  # the next task is built without this one's data still referenced
         ray.train.report(metrics)
+        _take_rank0_weights(scholar, world_size)
         if rank == 0:
             # Bytes, not tensors: the gate then never imports torch to pass them on (seconds per chain).
             weights = io.BytesIO()
             torch.save({name: t.detach().cpu() for name, t in scholar.state_dict().items()}, weights)
             ray.get(gate.trained.remote(k, {"spec": scholar.spec, "weights": weights.getvalue(),
                                             "metrics": metrics, "nodes": nodes}))
-        if not ray.get(gate.wait_registered.remote(k)):
-            return  # the driver gave up on the chain and reports why
+        unconfirmed.append(k)
+        k += 1
+        ahead = 1 if settings["run_ahead"] and k < len(feed.infos) else 0
+        while len(unconfirmed) > ahead:
+            if not ray.get(gate.wait_registered.remote(unconfirmed.pop(0))):
+                return  # the driver gave up on the chain and reports why

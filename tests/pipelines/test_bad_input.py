@@ -40,6 +40,7 @@ def _version_count(chain: str = "tiny-chain") -> int:
     ("pipeline.gpus_per_worker=1.5", "pipeline.gpus_per_worker"),
     ("pipeline.log_every=0", "pipeline.log_every"),
     ("pipeline.log_every=auto", "pipeline.log_every"),
+    ("pipeline.run_ahead=yes", "pipeline.run_ahead"),
 ])
 def test_bad_config_values_fail_with_their_dotted_name(
         override: str, named: str, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:

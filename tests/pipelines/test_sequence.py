@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -141,10 +142,13 @@ def test_chain_registers_one_version_per_task_with_lineage_and_resumes(
 
 def test_a_killed_worker_is_retried_and_each_task_still_yields_one_version(
         ray_session: None, fake_data_root: Path, workdir: Path) -> None:
-    assert main(chain_args(fake_data_root, workdir), hook=_die_once(workdir)) == 0
+    """With the workers running ahead: rank 1 dies in task 1 while the driver may still be registering task
+    0; the new worker group starts once task 0 is registered, from that version."""
+    assert main(chain_args(fake_data_root, workdir, "pipeline.run_ahead=true"), hook=_die_once(workdir)) == 0
     assert (workdir / "killed").exists()  # rank 1 really died during task 1
     assert _numbers(_versions()) == ["1", "2", "3"]
     assert [v.tags["task"] for v in _versions()] == ["0", "1", "2"]
+    assert [v.tags.get("parent_version") for v in _versions()[1:]] == ["1", "2"]
 
 
 def test_a_chain_whose_workers_keep_dying_fails_and_marks_its_run_failed(
@@ -168,11 +172,28 @@ def test_the_race_gate_answers_ranks_differently() -> None:
     assert asyncio.run(ask_twice()) == (0, 1)
 
 
-def test_every_rank_trains_the_task_rank_0_was_given(
+def _register_once_the_next_task_trains(register):
+    """`_register_task` that first waits (at most 2 min) for the next task's first loss point: it returns
+    only if the workers train task k+1 while the driver registers task k."""
+    def registering(chain, task, run_id, scholar, metrics):
+        if task.index + 1 < len(chain.tasks):
+            client, deadline = MlflowClient(), time.monotonic() + 120
+            query = f"tags.`mlflow.parentRunId` = '{chain.run_id}' and tags.`dgr.task` = '{task.index + 1}'"
+            while not any(client.get_metric_history(run.info.run_id, "loss_solver")
+                          for run in client.search_runs([chain.experiment], filter_string=query)):
+                assert time.monotonic() < deadline, f"task {task.index + 1} did not start before {task.index} was registered"
+                time.sleep(0.2)
+        return register(chain, task, run_id, scholar, metrics)
+    return registering
+
+
+def test_every_rank_trains_the_task_rank_0_was_given_while_the_driver_registers_the_last(
         ray_session: None, fake_data_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(chain_module, "TaskGate", RaceGate)
+    monkeypatch.setattr(chain_module, "_register_task", _register_once_the_next_task_trains(chain_module._register_task))
     record = WorkerHook("tests.pipelines.worker_hooks:record_task", {"folder": str(workdir)})
-    assert main(chain_args(fake_data_root, workdir, "stream.num_tasks=2"), hook=record) == 0
+    # run ahead although the workers take both CPUs of this Ray (auto would not)
+    assert main(chain_args(fake_data_root, workdir, "stream.num_tasks=2", "pipeline.run_ahead=true"), hook=record) == 0
     trained = {rank: (workdir / f"rank-{rank}").read_text().split() for rank in (0, 1)}
     assert trained == {0: ["0", "1"], 1: ["0", "1"]}
     assert [v.tags["task"] for v in _versions()] == ["0", "1"]

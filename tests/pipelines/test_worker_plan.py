@@ -37,13 +37,30 @@ def test_explicit_workers_share_the_cpus_they_can_all_get() -> None:
     assert plan_workers(replace(AUTO, worker_cpus=0.5), LAPTOP) == WorkerPlan(1, 1, 0.5, 0.0)
 
 
+def test_workers_run_ahead_of_the_registry_only_where_it_takes_them_no_cpu() -> None:
+    """GPU workers, or a driver's node with a CPU the workers do not reserve: the workers train the next
+    task while the driver registers the last. A laptop whose cores the worker takes: they wait."""
+    assert not plan_workers(AUTO, LAPTOP, driver=LAPTOP[0]).run_ahead
+    assert not plan_workers(AUTO, LAPTOP).run_ahead  # the driver's node unknown
+    assert plan_workers(AUTO, GPU_CLUSTER, driver=GPU_CLUSTER[0]).run_ahead
+    two_small = replace(AUTO, use_gpu="false", num_workers=2, threads_per_worker=2)
+    assert plan_workers(two_small, GPU_CLUSTER, driver=GPU_CLUSTER[0]).run_ahead  # 8 CPUs there, 4 reserved
+    assert not plan_workers(replace(AUTO, use_gpu="false"), GPU_CLUSTER, driver=GPU_CLUSTER[0]).run_ahead  # all 8
+    head_without_cpus = [{"CPU": 0.0}, {"CPU": 8.0}]
+    assert plan_workers(AUTO, head_without_cpus, driver=head_without_cpus[0]).run_ahead
+    assert not plan_workers(replace(AUTO, worker_cpus=7.5), [{"CPU": 8.0}], driver={"CPU": 8.0}).run_ahead
+    assert plan_workers(replace(AUTO, worker_cpus=7.0), [{"CPU": 8.0}], driver={"CPU": 8.0}).run_ahead
+    assert plan_workers(replace(AUTO, run_ahead="true"), LAPTOP, driver=LAPTOP[0]).run_ahead
+    assert not plan_workers(replace(AUTO, run_ahead="false"), GPU_CLUSTER, driver=GPU_CLUSTER[0]).run_ahead
+
+
 def test_auto_on_a_gpu_cluster_is_one_worker_per_gpu_with_its_nodes_cpus() -> None:
-    assert plan_workers(AUTO, GPU_CLUSTER) == WorkerPlan(2, 4, 4.0, 1.0)
-    assert plan_workers(replace(AUTO, num_workers=1, threads_per_worker=2), GPU_CLUSTER) == WorkerPlan(1, 2, 2, 1.0)
+    assert plan_workers(AUTO, GPU_CLUSTER) == WorkerPlan(2, 4, 4.0, 1.0, True)
+    assert plan_workers(replace(AUTO, num_workers=1, threads_per_worker=2), GPU_CLUSTER) == WorkerPlan(1, 2, 2, 1.0, True)
 
 
 def test_a_fraction_of_a_gpu_is_one_worker_with_that_share_of_the_node() -> None:
-    assert plan_workers(replace(AUTO, gpus_per_worker=0.25), GPU_CLUSTER) == WorkerPlan(1, 1, 1.0, 0.25)
+    assert plan_workers(replace(AUTO, gpus_per_worker=0.25), GPU_CLUSTER) == WorkerPlan(1, 1, 1.0, 0.25, True)
     with pytest.raises(ConfigError, match=r"pipeline\.gpus_per_worker.*pipeline\.num_workers"):
         plan_workers(replace(AUTO, gpus_per_worker=0.5, num_workers=2), GPU_CLUSTER)
 
@@ -51,7 +68,7 @@ def test_a_fraction_of_a_gpu_is_one_worker_with_that_share_of_the_node() -> None
 def test_gpus_asked_for_where_none_are_up_need_a_worker_count() -> None:
     with pytest.raises(ConfigError, match=r"pipeline\.num_workers: auto found no GPU"):
         plan_workers(replace(AUTO, use_gpu="true"), LAPTOP)
-    assert plan_workers(replace(AUTO, use_gpu="true", num_workers=4), LAPTOP) == WorkerPlan(4, 1, 1.0, 1.0)
+    assert plan_workers(replace(AUTO, use_gpu="true", num_workers=4), LAPTOP) == WorkerPlan(4, 1, 1.0, 1.0, True)
 
 
 def test_sweep_trials_default_to_one_small_worker_and_count_fractions_of_gpus() -> None:
@@ -76,7 +93,7 @@ def test_a_pinned_plan_resolves_to_itself_in_every_trial(pipeline: PipelineConfi
         assert plan_workers(pinned(pipeline, plan), nodes) == plan
 
 
-@pytest.mark.parametrize("plan", [WorkerPlan(2, 4, 4.0, 1.0), WorkerPlan(1, 1, 0.99, 0.25), WorkerPlan(3, 1, 1.0, 0.0)])
+@pytest.mark.parametrize("plan", [WorkerPlan(2, 4, 4.0, 1.0, True), WorkerPlan(1, 1, 0.99, 0.25), WorkerPlan(3, 1, 1.0, 0.0)])
 def test_the_torch_trainer_asks_for_the_planned_resources(plan: WorkerPlan, tmp_path) -> None:
     trainer = chain_trainer({}, plan, max_failures=3, run_name="chain", storage=str(tmp_path))
     scaling = trainer.scaling_config
