@@ -68,7 +68,8 @@ def measure(runner: str, overrides: list[str], data_root: str) -> dict[str, Any]
         result = json.loads(Path(out).read_text())
     return {"wall_seconds": wall, "average_accuracy": result["average_accuracy"],
             "accuracy_matrix": result["accuracy_matrix"], "train_seconds": sum(result["train_seconds"]),
-            "register_seconds": sum(result.get("register_seconds", []))}
+            "register_seconds": sum(result.get("register_seconds", [])),
+            "run_ahead": result.get("workers", {}).get("run_ahead", False)}
 
 
 def summary(runs: list[dict[str, Any]], runners: list[str]) -> str:
@@ -98,12 +99,15 @@ def summary(runs: list[dict[str, Any]], runners: list[str]) -> str:
 
 def where_the_time_goes(runs: list[dict[str, Any]]) -> str:
     """Markdown, per run: training (the training loops: the core's, or rank 0's in the workers), the
-    driver's per-task work (evaluate, figures, MLflow model, audit, register; the workers wait), the rest
-    (process and Ray start, worker group, data, the workers reloading each scholar, evaluation in the core)."""
-    lines = ["| runner | seed | wall s | training s | driver per-task work s | rest s |", "|---|---|---|---|---|---|"]
+    driver's per-task work (evaluate, figures, MLflow model, audit, register; the workers wait, unless they
+    run ahead: then it overlaps the next task's training, all but the last task's), the rest (process and
+    Ray start, worker group, data, evaluation in the core; for a run ahead, minus the overlapped work)."""
+    lines = ["| runner | seed | workers run ahead | wall s | training s | driver per-task work s | rest s |",
+             "|---|---|---|---|---|---|---|"]
     for r in (r for r in runs if "train_seconds" in r):  # in the order they ran (older files lack the split)
         rest = r["wall_seconds"] - r["train_seconds"] - r["register_seconds"]
-        lines.append(f"| {r['runner']} | {r['seed']} | {r['wall_seconds']:.1f} | {r['train_seconds']:.1f} | "
+        ahead = "-" if r["runner"] == "core" else ("yes" if r.get("run_ahead") else "no")
+        lines.append(f"| {r['runner']} | {r['seed']} | {ahead} | {r['wall_seconds']:.1f} | {r['train_seconds']:.1f} | "
                      f"{r['register_seconds']:.1f} | {rest:.1f} |")
     return "\n".join(lines)
 

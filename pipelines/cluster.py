@@ -96,9 +96,9 @@ def plan_workers(pipeline: PipelineConfig, nodes: Sequence[Node], driver: Node |
 def runs_ahead(setting: str, worker_cpus: float, gpus: float, driver: Node | None) -> bool:
     """`auto`: the workers train the next task while the driver registers the last one when that takes
     them no CPU: they train on GPUs, or the driver's node keeps a CPU they do not reserve (or reserves
-    none for them, like a head started with `--num-cpus 0`). A driver sharing its cores with the workers
-    would slow their training more than the overlap saves: measured on 2 cores, the 500-iteration chain's
-    training loops took 94.7 s instead of 68.3 s."""
+    none for them, like a head started with `--num-cpus 0`). Where the driver shares the workers' cores
+    it gains nothing: on 2 cores its evaluation and audit slow the training loops by about as much time as
+    the overlap hides (README, "The pipeline against the core")."""
     if setting != AUTO:
         return setting == "true"
     if gpus > 0:
