@@ -126,15 +126,11 @@ def _node_ids(world_size: int) -> list[str]:
     return nodes
 
 
-def _next_task(gate: Any, rank: int) -> int | None:
-    """Rank 0 asks the gate and tells the others: ranks asking one by one could get different answers
-    while the driver registers a task, and DDP would then average gradients of two tasks."""
-    return broadcast_from_rank_zero(ray.get(gate.next_task.remote()) if rank == 0 else None)
-
-
-def _task_run(gate: Any, rank: int, k: int) -> str:
-    """Task k's MLflow run, "" (for every rank) once the driver gave up on the chain."""
-    return broadcast_from_rank_zero(ray.get(gate.task_run.remote(k)) if rank == 0 else None)
+def _rank0_answer(rank: int, method: Any, *args: Any) -> Any:
+    """Rank 0 asks the gate (`method`, an actor method) and tells the others: ranks asking one by one
+    could get different answers while the driver registers a task, and DDP would then average gradients
+    of two tasks."""
+    return broadcast_from_rank_zero(ray.get(method.remote(*args)) if rank == 0 else None)
 
 
 def _take_rank0_weights(scholar: Scholar, world_size: int) -> None:
@@ -163,12 +159,12 @@ def train_chain(settings: dict[str, Any]) -> None:
     hook = load_hook(settings.get("hook"))
     nodes = _node_ids(world_size)
 
-    k = _next_task(gate, rank)
+    k = _rank0_answer(rank, gate.next_task)  # None once the driver gave up on the chain
     scholar: Scholar | None = None
     unconfirmed: list[int] = []  # tasks posted to the driver and not yet registered
     while k is not None and k < len(feed.infos):
-        run_id = _task_run(gate, rank, k)
-        if not run_id:
+        run_id = _rank0_answer(rank, gate.task_run, k)
+        if not run_id:  # "" for every rank
             return  # the driver gave up on the chain and reports why
         progress = _progress(rank, settings["log_every"], hook, run_id)
         task = feed.at(k)
