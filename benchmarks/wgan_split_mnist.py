@@ -6,7 +6,8 @@ WGAN-GP as Gulrajani et al. (2017): gradient penalty 10, 5 critic steps per gene
 `wgan-gp` (fully connected 2x400). One run per kind and budget in `--steps` (generator steps per task;
 each run's wall time is its CPU budget, printed); `vae` adds the reference protocol's 2x400 VAE at 2000
 iterations for comparison. The solver keeps the reference protocol (2x400 MLP, 2000 iterations, batch
-128, r = 1/t) in every run.
+128, r = 1/t) in every run. At CPU budgets (hundreds of steps per task) `--set generator.lr=1e-3` learns
+digits far sooner than 1e-4 (`benchmarks/generator_quality.py`).
 """
 
 from typing import Any

@@ -44,3 +44,17 @@ def test_mnist_then_svhn_with_a_cnn_solver_and_a_conv_generator(root: Path, name
     assert result.scholar is not None
     samples = result.scholar.eval().sample(4)
     assert samples.shape == (4, 3, 32, 32) and 0 <= samples.min() and samples.max() <= 1
+
+
+def test_the_cpu_budget_conv_wgan_config_trains_split_mnist(tmp_path: Path) -> None:
+    write_mnist(tmp_path, np.random.default_rng(1), 3, 2)
+    example = from_dict(yaml.safe_load((REPO / "configs" / "split_mnist_conv_wgan.yaml").read_text()))
+    g = example.generator
+    assert (g.kind, g.channels, g.learning_rate, g.iterations) == ("conv-wgan-gp", 16, 1e-3, 500)
+    assert (example.solver.iterations, example.stream.scenario) == (2000, "class")
+    config = from_flat(TINY_BUDGET, example)
+    tasks = build_stream(config.stream, tmp_path, config.run.seed)[:2]
+    result = run_sequence(config, tasks)
+    assert [t.classes for t in tasks] == [(0, 1), (2, 3)] and len(result.accuracy_matrix) == 2
+    assert result.training[1].iterations == 3 and "critic" in result.training[1].losses
+    assert result.scholar is not None and result.scholar.eval().sample(4).shape == (4, 1, 28, 28)
