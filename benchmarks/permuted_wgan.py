@@ -2,7 +2,7 @@
 
 The seed paper's claim (Shin et al. 2017): generative replay with a WGAN-GP comes close to exact replay.
 Arms: `gr-conv-wgan` (conv-wgan-gp, `--channels`, `--steps` generator steps per task, 5 critic steps
-each, lr 1e-4, Adam (0.5, 0.9), penalty 10), `gr-wgan` (the fully connected 2x400 WGAN-GP, same
+each, lr 1e-4 unless `--set generator.lr=...`, Adam (0.5, 0.9), penalty 10), `gr-wgan` (the fully connected 2x400 WGAN-GP, same
 budget), `gr-vae` (the reference protocol's 2x400 VAE, 2000 iterations), `er` (exact replay, stores past
 data), `none`. The solver keeps the reference protocol everywhere (2x400 MLP, 2000 iterations, batch 128).
 The convolutional generators see permuted pixels: their locality prior does not hold on these images.
