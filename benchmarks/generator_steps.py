@@ -3,11 +3,13 @@
 A WGAN-GP step is `critic_steps` critic steps (gradient penalty included) and one generator step; a VAE
 step is one ELBO step. The kinds run back to back in one process, `--repeats` rounds in turn, so their
 ratio is measured under the same load; no replay (task 1). Picks a CPU budget for the accuracy benchmarks.
+`--precisions fp32,bf16` times each kind in both (bf16: autocast, as `run.precision: bf16` trains).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -24,14 +26,19 @@ from dgr.steps import Batch, generator_trainer  # noqa: E402
 from dgr.targets import Targets  # noqa: E402
 
 
-def trainer_step(kind: str, channels: int, shape: tuple[int, ...], batch: int) -> Callable[[], object]:
-    """One generator training step of `kind` on a fixed random batch (fresh random inputs for extra critic steps)."""
+def trainer_step(kind: str, channels: int, shape: tuple[int, ...], batch: int, precision: str) -> Callable[[], object]:
+    """One generator training step of `kind` on a fixed random batch (fresh random inputs for extra critic
+    steps), in `precision` (fp32, or bf16 autocast)."""
     config = from_flat({"generator.kind": kind, "generator.channels": channels})
     generator = new_scholar(config, shape, 10).generator
     trainer = generator_trainer(generator, config, lambda m: m, torch.Generator().manual_seed(0))
     x = torch.rand(batch, *shape)
     targets = Targets(None, torch.zeros(batch, dtype=torch.long), hard=torch.zeros(batch, dtype=torch.long))
-    return lambda: trainer.step(Batch(x, batch, targets), 1.0, lambda: (torch.rand(batch, *shape), None))
+
+    def step() -> object:
+        with torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext():
+            return trainer.step(Batch(x, batch, targets), 1.0, lambda: (torch.rand(batch, *shape), None))
+    return step
 
 
 def main() -> None:
@@ -43,13 +50,18 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="timed steps per round (after one warm-up step)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--precisions", default="fp32", help="comma list of fp32, bf16")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     shape = tuple(int(n) for n in args.shape.split(","))
-    variants = [(k, c) for k in args.kinds.split(",") for c in ([int(c) for c in args.channels.split(",")]
-                                                              if k.startswith("conv-") else [0])]
-    steps = {v: trainer_step(v[0], v[1] or 64, shape, args.batch) for v in variants}
-    times: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
+    precisions = args.precisions.split(",")
+    if not set(precisions) <= {"fp32", "bf16"}:
+        p.error(f"--precisions: a comma list of fp32, bf16, got {args.precisions}")
+    variants = [(k, c, pr) for k in args.kinds.split(",") for c in ([int(c) for c in args.channels.split(",")]
+                                                                  if k.startswith("conv-") else [0])
+                for pr in precisions]
+    steps = {v: trainer_step(v[0], v[1] or 64, shape, args.batch, v[2]) for v in variants}
+    times: dict[tuple[str, int, str], list[float]] = {v: [] for v in variants}
     for step in steps.values():
         step()  # warm-up
     for _ in range(args.repeats):
@@ -59,10 +71,11 @@ def main() -> None:
                 step()
             times[v].append((time.perf_counter() - start) / args.steps)
     base = statistics.median(times[variants[0]])
-    print(f"| kind | channels | s/step (median of {args.repeats}) | x {variants[0][0]} |\n|---|---|---|---|")
+    first = f"{variants[0][0]} {variants[0][2]}"
+    print(f"| kind | channels | precision | s/step (median of {args.repeats}) | x {first} |\n|---|---|---|---|---|")
     for v in variants:
         t = statistics.median(times[v])
-        print(f"| {v[0]} | {v[1] or '-'} | {t:.3f} | {t / base:.1f} |")
+        print(f"| {v[0]} | {v[1] or '-'} | {v[2]} | {t:.3f} | {t / base:.2f} |")
 
 
 if __name__ == "__main__":
