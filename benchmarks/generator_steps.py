@@ -9,7 +9,6 @@ ratio is measured under the same load; no replay (task 1). Picks a CPU budget fo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
@@ -23,20 +22,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dgr.config import from_flat  # noqa: E402
 from dgr.scholar import new_scholar  # noqa: E402
 from dgr.steps import Batch, generator_trainer  # noqa: E402
+from dgr.training import precision_context  # noqa: E402
 from dgr.targets import Targets  # noqa: E402
 
 
 def trainer_step(kind: str, channels: int, shape: tuple[int, ...], batch: int, precision: str) -> Callable[[], object]:
     """One generator training step of `kind` on a fixed random batch (fresh random inputs for extra critic
     steps), in `precision` (fp32, or bf16 autocast)."""
-    config = from_flat({"generator.kind": kind, "generator.channels": channels})
+    config = from_flat({"generator.kind": kind, "generator.channels": channels, "run.precision": precision})
     generator = new_scholar(config, shape, 10).generator
     trainer = generator_trainer(generator, config, lambda m: m, torch.Generator().manual_seed(0))
     x = torch.rand(batch, *shape)
     targets = Targets(None, torch.zeros(batch, dtype=torch.long), hard=torch.zeros(batch, dtype=torch.long))
 
     def step() -> object:
-        with torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext():
+        with precision_context(config, x.device):
             return trainer.step(Batch(x, batch, targets), 1.0, lambda: (torch.rand(batch, *shape), None))
     return step
 
