@@ -37,3 +37,25 @@ def test_long_or_odd_source_names_give_a_short_valid_name() -> None:
 
 def test_a_given_name_wins() -> None:
     assert PipelineConfig(name="north-clinic").chain_name(Config()) == "north-clinic"
+
+
+def test_switches_written_as_yaml_booleans_read_as_their_words(tmp_path) -> None:
+    from pipelines.settings import load_settings
+
+    path = tmp_path / "chain.yaml"
+    path.write_text("pipeline:\n  use_gpu: false\n  run_ahead: true\n  ray_dashboard: true\n")
+    _, pipeline = load_settings(path)
+    assert (pipeline.use_gpu, pipeline.run_ahead, pipeline.ray_dashboard) == ("false", "true", "true")
+    _, pipeline = load_settings(path, ["pipeline.ray_dashboard=false"])
+    assert pipeline.ray_dashboard == "false"
+
+
+def test_a_switch_that_is_not_one_of_its_words_names_the_key() -> None:
+    import pytest
+
+    from dgr.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^pipeline\.ray_dashboard: expected one of true, false, got 'auto'$"):
+        PipelineConfig(ray_dashboard="auto")
+    with pytest.raises(ConfigError, match=r"^pipeline\.use_gpu: expected one of auto, true, false, got 'yes'$"):
+        PipelineConfig(use_gpu="yes")
