@@ -2,18 +2,15 @@
 training loops.
 
     .venv/bin/python benchmarks/pipeline_timeline.py --data-root ../shared/data [--iterations 1]
-        [--rounds 3] [--variants default,ray-defaults] [--set key=value ...]
+        [--rounds 3] [--set key=value ...]
 
 Each run is the main job (`pipelines.sequence`, local Ray, embedded SQLite MLflow) in a fresh process,
 as users run it, on split MNIST with `--iterations` solver and generator iterations per task (1: nothing
 but the fixed cost). The driver's calls are wrapped with timestamps here, and the workers stamp the
-first and last iteration of every task through the chain's worker hook. Variants run interleaved, round
-by round, so the machine's drift falls on all of them alike:
-
-- `default`: the project's defaults (a local Ray without its dashboard and without Ray Train's
-  preemption watcher);
-- `ray-defaults`: Ray's own defaults for both (`pipeline.ray_dashboard=true`,
-  RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=1).
+first and last iteration of every task through the chain's worker hook. The runs inherit this process's
+environment, so a Ray or Ray Train switch set on the command line (e.g.
+RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0) applies to them; compare two settings by alternating runs of this
+command, since the machine drifts between runs.
 """
 
 from __future__ import annotations
@@ -30,10 +27,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
-    "default": ([], {}),
-    "ray-defaults": (["pipeline.ray_dashboard=true"], {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1"}),
-}
 PHASES = ["python and imports", "data", "MLflow store", "Ray start", "chain run, gate, trainer",
           "worker group start", "training loops", "driver per task", "worker group shutdown",
           "Ray shutdown, exit", "hand-offs"]
@@ -114,37 +107,32 @@ def phases(lines: list[str], start: float, end: float) -> dict[str, float]:
     return out
 
 
-def run(variant: str, data_root: str, iterations: int, overrides: list[str]) -> dict[str, float]:
-    extra, env_vars = VARIANTS[variant]
+def run(data_root: str, iterations: int, overrides: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as workdir:
         stamps = f"{workdir}/stamps.txt"
         args = [sys.executable, __file__, "--child", stamps, "--data-root", str(Path(data_root).resolve()), "--workdir", workdir,
                 "--json", f"{workdir}/result.json"]
-        for item in [f"solver.iterations={iterations}", f"generator.iterations={iterations}", *overrides, *extra]:
+        for item in [f"solver.iterations={iterations}", f"generator.iterations={iterations}", *overrides]:
             args += ["--set", item]
-        env = {**os.environ, **env_vars,
+        env = {**os.environ,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         start = time.time()
         done = subprocess.run(args, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         end = time.time()
         if done.returncode:
-            raise SystemExit(f"the main job ({variant}) failed with status {done.returncode}:\n{done.stderr[-3000:]}")
+            raise SystemExit(f"the main job failed with status {done.returncode}:\n{done.stderr[-3000:]}")
         result = json.loads(Path(f"{workdir}/result.json").read_text())
         timeline = phases(Path(stamps).read_text().splitlines(), start, end)
     timeline["average_accuracy"] = result["average_accuracy"]
     return timeline
 
 
-def table(runs: list[dict[str, Any]], variants: list[str]) -> str:
-    head = "| phase | " + " | ".join(f"{v} s, mean +- SEM (n={sum(r['variant'] == v for r in runs)})" for v in variants)
-    rows = [head + " |", "|---|" + "---|" * len(variants)]
+def table(runs: list[dict[str, Any]]) -> str:
+    rows = [f"| phase | s, mean +- SEM (n={len(runs)}) |", "|---|---|"]
     for phase in [*PHASES, "wall"]:
-        cells = []
-        for variant in variants:
-            values = [r[phase] for r in runs if r["variant"] == variant]
-            sem = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
-            cells.append(f"{statistics.mean(values):.1f} +- {sem:.1f}")
-        rows.append(f"| {phase} | " + " | ".join(cells) + " |")
+        values = [r[phase] for r in runs]
+        sem = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+        rows.append(f"| {phase} | {statistics.mean(values):.1f} +- {sem:.1f} |")
     return "\n".join(rows)
 
 
@@ -154,28 +142,22 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=os.environ.get("DGR_DATA_ROOT", "data"))
     p.add_argument("--iterations", type=int, default=1, help="solver and generator iterations per task")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--variants", default="default,ray-defaults", help=f"comma list of {', '.join(VARIANTS)}")
+    p.add_argument("--rounds", type=int, default=3, help="runs, one after the other")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     p.add_argument("--json", type=Path, help="write every run's phases here")
     args = p.parse_args()
-    variants = args.variants.split(",")
-    for variant in variants:
-        if variant not in VARIANTS:
-            p.error(f"--variants: unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
     runs = []
     for round_ in range(1, args.rounds + 1):
-        for variant in variants:
-            timeline = {"variant": variant, "round": round_, **run(variant, args.data_root, args.iterations, args.set)}
-            runs.append(timeline)
-            print(f"round {round_} {variant}: wall {timeline['wall']:.1f} s, " + ", ".join(
-                f"{k} {timeline[k]:.1f}" for k in PHASES), flush=True)
-            if args.json:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(runs, indent=1))
+        timeline = {"round": round_, **run(args.data_root, args.iterations, args.set)}
+        runs.append(timeline)
+        print(f"run {round_}: wall {timeline['wall']:.1f} s, " + ", ".join(f"{k} {timeline[k]:.1f}" for k in PHASES),
+              flush=True)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(runs, indent=1))
     print(f"\nmain job, split MNIST, {args.iterations} iteration(s) per task, {os.cpu_count()} CPUs, "
-          f"{args.rounds} interleaved rounds\n")
-    print(table(runs, variants))
+          f"{args.rounds} runs\n")
+    print(table(runs))
     return 0
 
 

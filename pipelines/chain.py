@@ -145,7 +145,7 @@ def _plan(config: Config, pipeline: PipelineConfig) -> WorkerPlan:
     import ray
 
     if not ray.is_initialized():
-        ray.init(**ray_init_args(pipeline.ray_dashboard == "true"))
+        ray.init(**ray_init_args())
     plan = plan_workers(pipeline, alive_nodes(), driver_node())
     check_batch_split(config, plan.num_workers)
     print(f"workers: {plan.describe()}", flush=True)

@@ -19,7 +19,6 @@ from pipelines.settings import AUTO, PipelineConfig
 Node = Mapping[str, float]  # a node's total resources: {"CPU": 8.0, "GPU": 1.0, ...}
 TRIAL_CPU = 0.01  # a sweep trial's own driver; measured on 2 CPUs: a trial holding a CPU starves its workers
 CHECKOUT = Path(__file__).resolve().parents[1]  # the code this driver runs, for a local Ray's workers
-PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train's switch for its preemption watcher actor
 
 
 @dataclass(frozen=True)
@@ -46,19 +45,18 @@ class WorkerPlan:
         return f"{self.num_workers} worker(s) x {self.threads} thread(s), each holding {self.cpus:g} CPU{gpus}; {ahead}"
 
 
-def ray_init_args(dashboard: bool = False) -> dict[str, Any]:
+def ray_init_args() -> dict[str, Any]:
     """No RAY_ADDRESS: a new local Ray (never a stale `ray start` cluster's address file), whose workers
-    import this checkout, with its dashboard only if asked (`pipeline.ray_dashboard`) and without Ray
-    Train's preemption watcher (one machine has no node to lose to a preemption) unless the environment
-    sets RAY_TRAIN_ENABLE_PREEMPTION_WATCHER: two processes fewer beside the workers. With RAY_ADDRESS:
-    join that cluster as it is (`ray job submit` sets it, and its working_dir puts the code first on the
-    job's PYTHONPATH)."""
+    import this checkout. With RAY_ADDRESS: join that cluster (`ray job submit` sets it, and its
+    working_dir puts the code first on the job's PYTHONPATH).
+
+    The local Ray keeps its dashboard, though it is about ten processes: Ray Train's placement-group
+    cleaner asks the dashboard's state API about the controller every second and logs a warning each
+    time it cannot."""
     if os.environ.get("RAY_ADDRESS"):
         return {}
     paths = [str(CHECKOUT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env = {"PYTHONPATH": os.pathsep.join(paths),
-           PREEMPTION_WATCHER: os.environ.get(PREEMPTION_WATCHER, "0")}
-    return {"address": "local", "include_dashboard": dashboard, "runtime_env": {"env_vars": env}}
+    return {"address": "local", "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}}
 
 
 def alive_nodes() -> list[dict[str, float]]:

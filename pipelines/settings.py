@@ -23,7 +23,7 @@ AUTO = "auto"
 MAX_TITLE = 60  # characters of a chain name's stream part
 
 
-SWITCHES = {"use_gpu": (AUTO, "true", "false"), "run_ahead": (AUTO, "true", "false"), "ray_dashboard": ("true", "false")}
+SWITCHES = ("use_gpu", "run_ahead")  # auto | true | false
 
 
 @dataclass(frozen=True)
@@ -38,16 +38,11 @@ class PipelineConfig:
     storage_path: str = ""  # Ray Train's run state: a folder or s3://bucket/prefix; "" = <workdir>/ray_results
     log_every: int = 500  # iterations between two points of a task run's loss curves (and log lines)
     run_ahead: str = AUTO  # train task k+1 while the driver registers k; auto: when it costs the workers no CPU
-    ray_dashboard: str = "false"  # the dashboard of the local Ray a job starts (no RAY_ADDRESS): true | false
 
     def __post_init__(self) -> None:
         for name in SWITCHES:  # YAML reads an unquoted true / false as a bool
-            value = getattr(self, name)
-            if isinstance(value, bool):
-                object.__setattr__(self, name, "true" if value else "false")
-        self._check()
-
-    def _check(self) -> None:
+            if isinstance(getattr(self, name), bool):
+                object.__setattr__(self, name, str(getattr(self, name)).lower())
         for name, low in (("num_workers", 1), ("threads_per_worker", 1), ("max_failures", 0), ("log_every", 1)):
             value, auto = getattr(self, name), name in ("num_workers", "threads_per_worker")
             if value == AUTO and auto:
@@ -59,9 +54,9 @@ class PipelineConfig:
             raise ConfigError(f"pipeline.worker_cpus: expected a number >= 0, got {self.worker_cpus!r}")
         if not _number(self.gpus_per_worker) or not 0 < self.gpus_per_worker <= 1:
             raise ConfigError(f"pipeline.gpus_per_worker: expected a number in (0, 1], got {self.gpus_per_worker!r}")
-        for name, allowed in SWITCHES.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"pipeline.{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in SWITCHES:
+            if getattr(self, name) not in (AUTO, "true", "false"):
+                raise ConfigError(f"pipeline.{name}: expected one of auto, true, false, got {getattr(self, name)!r}")
         if not isinstance(self.name, str) or any(c in self.name for c in " /@:"):
             raise ConfigError(f"pipeline.name: expected a name without spaces, '/', '@' or ':', got {self.name!r}")
 

@@ -131,7 +131,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
     tracking.configure_tracking(workdir)
     experiment = tracking.ensure_experiment(EXPERIMENT, workdir)
     if not ray.is_initialized():
-        ray.init(**ray_init_args(pipeline.ray_dashboard == "true"))
+        ray.init(**ray_init_args())
     nodes = alive_nodes()
     plan = trial_plan(pipeline, nodes)
     check_batch_split(config, plan.num_workers)

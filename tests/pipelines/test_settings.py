@@ -43,11 +43,11 @@ def test_switches_written_as_yaml_booleans_read_as_their_words(tmp_path) -> None
     from pipelines.settings import load_settings
 
     path = tmp_path / "chain.yaml"
-    path.write_text("pipeline:\n  use_gpu: false\n  run_ahead: true\n  ray_dashboard: true\n")
+    path.write_text("pipeline:\n  use_gpu: false\n  run_ahead: true\n")
     _, pipeline = load_settings(path)
-    assert (pipeline.use_gpu, pipeline.run_ahead, pipeline.ray_dashboard) == ("false", "true", "true")
-    _, pipeline = load_settings(path, ["pipeline.ray_dashboard=false"])
-    assert pipeline.ray_dashboard == "false"
+    assert (pipeline.use_gpu, pipeline.run_ahead) == ("false", "true")
+    _, pipeline = load_settings(path, ["pipeline.run_ahead=false"])
+    assert pipeline.run_ahead == "false"
 
 
 def test_a_switch_that_is_not_one_of_its_words_names_the_key() -> None:
@@ -55,7 +55,7 @@ def test_a_switch_that_is_not_one_of_its_words_names_the_key() -> None:
 
     from dgr.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^pipeline\.ray_dashboard: expected one of true, false, got 'auto'$"):
-        PipelineConfig(ray_dashboard="auto")
+    with pytest.raises(ConfigError, match=r"^pipeline\.run_ahead: expected one of auto, true, false, got 'maybe'$"):
+        PipelineConfig(run_ahead="maybe")
     with pytest.raises(ConfigError, match=r"^pipeline\.use_gpu: expected one of auto, true, false, got 'yes'$"):
         PipelineConfig(use_gpu="yes")

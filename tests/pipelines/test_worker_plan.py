@@ -7,8 +7,7 @@ from dataclasses import replace
 import pytest
 
 from dgr.config import ConfigError
-from pipelines.cluster import (PREEMPTION_WATCHER, WorkerPlan, pinned, plan_workers, ray_init_args, trial_plan,
-                               trial_slots, wants_gpu)
+from pipelines.cluster import WorkerPlan, pinned, plan_workers, trial_plan, trial_slots, wants_gpu
 from pipelines.settings import PipelineConfig
 from pipelines.trainer import chain_trainer
 
@@ -102,16 +101,3 @@ def test_the_torch_trainer_asks_for_the_planned_resources(plan: WorkerPlan, tmp_
     expected = {"CPU": plan.cpus, **({"GPU": plan.gpus} if plan.gpus else {})}
     assert scaling.resources_per_worker == expected
     assert trainer.run_config.failure_config.max_failures == 3
-
-
-def test_a_local_ray_starts_lean_and_a_cluster_is_joined_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.delenv(PREEMPTION_WATCHER, raising=False)
-    args = ray_init_args()
-    assert (args["address"], args["include_dashboard"]) == ("local", False)
-    assert args["runtime_env"]["env_vars"][PREEMPTION_WATCHER] == "0"
-    assert ray_init_args(dashboard=True)["include_dashboard"] is True
-    monkeypatch.setenv(PREEMPTION_WATCHER, "1")  # the user's own choice wins
-    assert ray_init_args()["runtime_env"]["env_vars"][PREEMPTION_WATCHER] == "1"
-    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")
-    assert ray_init_args(dashboard=True) == {}
