@@ -1,5 +1,4 @@
-"""Where the main job's time goes, phase by phase: the fixed cost of Ray, Ray Train and MLflow around the
-training loops.
+"""Where the main job's time goes, phase by phase (the fixed cost of Ray, Ray Train and MLflow).
 
     .venv/bin/python benchmarks/pipeline_timeline.py --data-root ../shared/data [--iterations 1]
         [--rounds 3] [--set key=value ...]
