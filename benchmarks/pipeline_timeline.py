@@ -44,7 +44,6 @@ def stamp_iteration(rank: int, progress: Any, path: str) -> None:
 
 def child(stamps: str, argv: list[str]) -> int:
     """The main job, its driver's phases stamped."""
-    stamp(stamps, "imports")
     from pipelines import chain, registry, sequence, tracking, trainer
 
     stamp(stamps, "imported")
@@ -76,19 +75,21 @@ def child(stamps: str, argv: list[str]) -> int:
 def phases(lines: list[str], start: float, end: float) -> dict[str, float]:
     events = [(float(t) - start, what) for t, what in (line.split(" ", 1) for line in lines)]
 
-    def at(what: str, last: bool = False) -> float:
-        times = [t for t, w in events if w == what]
-        return times[-1] if last else times[0]
+    def at(what: str) -> float:
+        return next(t for t, w in events if w == what)
 
     def spent(name: str) -> float:
         opened = [t for t, w in events if w == f"> {name}"]
         closed = [t for t, w in events if w == f"< {name}"]
         return sum(c - o for o, c in zip(opened, closed))
 
-    iterations = sorted((t, w) for t, w in events if w.startswith("iteration"))
-    tasks = sorted({w.split()[1] for _, w in iterations})
-    training = sum(max(t for t, w in iterations if w.split()[1] == k) - min(t for t, w in iterations if w.split()[1] == k)
-                   for k in tasks)
+    iterations = sorted((t, w.split()[1]) for t, w in events if w.startswith("iteration"))  # (time, "task<k>")
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for t, task in iterations:
+        first.setdefault(task, t)
+        last[task] = t
+    training = sum(last[task] - first[task] for task in first)
     out = {
         "python and imports": at("imported"),
         "data": spent("build_stream"),
