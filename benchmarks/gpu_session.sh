@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Everything a short GPU lease should measure, in one command that ends before a deadline:
+#   1. the `gpu` tests of the core (CUDA sequences, NCCL DDP steps);
+#   2. benchmarks/gpu_check.py: the reference protocol in fp32 and bf16, DDP steps, with it/s and memory;
+#   3. permuted MNIST with the conv WGAN-GP (lr 1e-3, `WGAN_CHANNELS` base channels) at each budget of
+#      `WGAN_STEPS` generator steps per task in turn (ER once, before the first), then split MNIST
+#      class-IL at the last budget, until the deadline. A run is kept once it finishes; one cut off by
+#      the deadline is not.
+# It needs only python3 with torch (plus pytest, numpy and scipy for step 1), not Ray or MLflow, and the
+# MNIST IDX files under `data/MNIST/raw` (copy them from ../shared/data: `data/` is not tracked).
+#
+#   bash benchmarks/gpu_session.sh OUT_DIR
+#   GPU_DEVICE=cpu CHECK_ITERATIONS=20 WGAN_STEPS=2 SOLVER_ITERATIONS=20 bash benchmarks/gpu_session.sh /tmp/gs   # smoke test
+#
+# Knobs (environment): GPU_DEVICE (cuda), DEADLINE_S (540: seconds from start after which nothing new
+# starts and the running step is stopped), CHECK_ITERATIONS (2000), WGAN_STEPS ("1000 2000"),
+# WGAN_CHANNELS (32), SOLVER_ITERATIONS (unset: the reference protocol's 2000), PYTHON (python3).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+out=${1:?usage: bash benchmarks/gpu_session.sh OUT_DIR}
+py=${PYTHON:-python3}
+device=${GPU_DEVICE:-cuda}
+deadline=$((SECONDS + ${DEADLINE_S:-540}))
+channels=${WGAN_CHANNELS:-32}
+solver=()
+[[ -n "${SOLVER_ITERATIONS:-}" ]] && solver=(--set "solver.iterations=${SOLVER_ITERATIONS}")
+export PYTHONUNBUFFERED=1
+
+if ! compgen -G "data/MNIST/raw/train-images-idx3-ubyte*" > /dev/null; then
+    echo "data/MNIST/raw: MNIST IDX files not found; copy them first: mkdir -p data/MNIST && cp -r ../shared/data/MNIST/raw data/MNIST/" >&2
+    exit 2
+fi
+mkdir -p "$out"
+log="$out/session.log"
+: > "$log"
+
+# Run a step with what is left of the deadline; its output goes to the terminal and the log.
+step() {
+    local left=$((deadline - SECONDS))
+    if ((left < 10)); then
+        echo "== skipped (deadline): $*" | tee -a "$log"
+        return 0
+    fi
+    echo "== $(date -u +%H:%M:%S) (${left} s left): $*" | tee -a "$log"
+    timeout "$left" "$@" 2>&1 | tee -a "$log"
+    local rc=${PIPESTATUS[0]}
+    ((rc == 124)) && echo "== stopped at the deadline: $*" | tee -a "$log"
+    ((rc != 0 && rc != 124)) && echo "== exit $rc: $*" | tee -a "$log"
+    return 0
+}
+
+{ if command -v nvidia-smi > /dev/null; then nvidia-smi; else echo "no nvidia-smi"; fi; "$py" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"; } > "$out/machine.txt" 2>&1
+cat "$out/machine.txt" >> "$log"
+
+step "$py" -m pytest -q -p no:cacheprovider -m gpu tests/dgr
+step "$py" benchmarks/gpu_check.py --device "$device" --data-root data --iterations "${CHECK_ITERATIONS:-2000}" \
+    --json "$out/gpu_check.json"
+arms=er,gr-conv-wgan  # ER once, on the same device: the reference the conv WGAN-GP is held to
+for steps in ${WGAN_STEPS:-1000 2000}; do
+    step "$py" benchmarks/permuted_wgan.py --data-root data --arms "$arms" --steps "$steps" \
+        --channels "$channels" --set "run.device=$device" --set generator.lr=1e-3 "${solver[@]}" \
+        --json "$out/permuted_conv_${steps}.json"
+    arms=gr-conv-wgan
+done
+step "$py" benchmarks/wgan_split_mnist.py --data-root data --kinds conv-wgan-gp --steps "${steps:-1000}" \
+    --channels "$channels" --set "run.device=$device" --set generator.lr=1e-3 "${solver[@]}" \
+    --json "$out/split_conv_${steps:-1000}.json"
+echo "== done at $(date -u +%H:%M:%S)" | tee -a "$log"
