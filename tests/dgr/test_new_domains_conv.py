@@ -58,3 +58,18 @@ def test_the_cpu_budget_conv_wgan_config_trains_split_mnist(tmp_path: Path) -> N
     assert [t.classes for t in tasks] == [(0, 1), (2, 3)] and len(result.accuracy_matrix) == 2
     assert result.training[1].iterations == 3 and "critic" in result.training[1].losses
     assert result.scholar is not None and result.scholar.eval().sample(4).shape == (4, 1, 28, 28)
+
+
+def test_the_permuted_conv_wgan_config_replays_with_soft_targets(tmp_path: Path) -> None:
+    write_mnist(tmp_path, np.random.default_rng(2), 3, 2)
+    example = from_dict(yaml.safe_load((REPO / "configs" / "permuted_mnist_conv_wgan.yaml").read_text()))
+    g, r = example.generator, example.replay
+    assert (g.kind, g.channels, g.learning_rate, g.iterations) == ("conv-wgan-gp", 16, 1e-3, 500)
+    assert (r.arm, r.targets, r.temperature) == ("gr", "soft", 2.0)
+    assert (example.stream.name, example.stream.scenario, example.stream.num_tasks) == ("permuted_mnist", "domain", 5)
+    config = from_flat(TINY_BUDGET, example)
+    tasks = build_stream(config.stream, tmp_path, config.run.seed)[:2]
+    result = run_sequence(config, tasks)
+    assert len(result.accuracy_matrix) == 2 and result.accuracy_matrix[1][0] is not None
+    assert result.training[1].iterations == 3 and "critic" in result.training[1].losses
+    assert result.scholar is not None and result.scholar.eval().sample(4).shape == (4, 1, 28, 28)
