@@ -25,8 +25,8 @@ py=${PYTHON:-python3}
 device=${GPU_DEVICE:-cuda}
 deadline=$((SECONDS + ${DEADLINE_S:-540}))
 channels=${WGAN_CHANNELS:-32}
-solver=()
-[[ -n "${SOLVER_ITERATIONS:-}" ]] && solver=(--set "solver.iterations=${SOLVER_ITERATIONS}")
+grid=(--data-root data --set "run.device=$device")  # every harness run: the data and the device
+[[ -n "${SOLVER_ITERATIONS:-}" ]] && grid+=(--set "solver.iterations=${SOLVER_ITERATIONS}")
 export PYTHONUNBUFFERED=1
 
 if ! compgen -G "data/MNIST/raw/train-images-idx3-ubyte*" > /dev/null; then
@@ -58,15 +58,12 @@ cat "$out/machine.txt" >> "$log"
 step "$py" -m pytest -q -p no:cacheprovider -m gpu tests/dgr
 step "$py" benchmarks/gpu_check.py --device "$device" --data-root data --iterations "${CHECK_ITERATIONS:-2000}" \
     --json "$out/gpu_check.json"
-step "$py" benchmarks/permuted_wgan.py --data-root data --arms er --set "run.device=$device" "${solver[@]}" \
-    --json "$out/permuted_er.json"
+step "$py" benchmarks/permuted_wgan.py "${grid[@]}" --arms er --json "$out/permuted_er.json"
 # configs/permuted_mnist_conv_wgan.yaml's settings, to set beside the CPU's 97.01 % (seed 1)
-step "$py" benchmarks/permuted_wgan.py --data-root data --arms gr-conv-wgan --steps "${PERMUTED_STEPS:-500}" --channels 16 \
-    --set "run.device=$device" --set generator.lr=1e-3 --set replay.targets=soft "${solver[@]}" \
-    --json "$out/permuted_conv_soft.json"
+step "$py" benchmarks/permuted_wgan.py "${grid[@]}" --arms gr-conv-wgan --steps "${PERMUTED_STEPS:-500}" \
+    --channels 16 --set generator.lr=1e-3 --set replay.targets=soft --json "$out/permuted_conv_soft.json"
 for steps in ${WGAN_STEPS:-1000 2000}; do
-    step "$py" benchmarks/wgan_split_mnist.py --data-root data --kinds conv-wgan-gp --steps "$steps" \
-        --channels "$channels" --set "run.device=$device" --set generator.lr=1e-3 "${solver[@]}" \
-        --json "$out/split_conv_${steps}.json"
+    step "$py" benchmarks/wgan_split_mnist.py "${grid[@]}" --kinds conv-wgan-gp --steps "$steps" \
+        --channels "$channels" --set generator.lr=1e-3 --json "$out/split_conv_${steps}.json"
 done
 echo "== done at $(date -u +%H:%M:%S)" | tee -a "$log"
