@@ -1,9 +1,10 @@
 """Privacy evidence for a chain: the memorisation audit of each version, and an audit of its stored files.
 
-Per version (`log_version_audit`, called by the driver after registering a task): the scholar's generator
-is scored by `dgr.privacy` against the real images of the tasks learned so far; the figures become metrics
-of the task's run (at the task's step) and `privacy.*` tags of the version. Arms without a generator get a
-tag saying what real data they keep: none for fine-tuning, past training images by design for ER and Joint.
+Per version (`audit_version`, called by the driver before it registers a task's scholar): the scholar's
+generator is scored by `dgr.privacy` against the real images of the tasks learned so far; the figures
+become metrics of the task's run (at the task's step) and `privacy.*` tags the version is created with, so
+no version exists without its audit. Arms without a generator get a tag saying what real data they keep:
+none for fine-tuning, past training images by design for ER and Joint.
 
 Per chain (`audit_chain_files`): every artifact of the chain's runs and every registered version's files
 are downloaded and searched for every training image of the stream, as raw uint8 pixels (for MNIST and
@@ -52,22 +53,21 @@ REAL_DATA = {
 }
 
 
-def log_version_audit(chain: str, version: str, run_id: str, scholar: Scholar, learned: Sequence[Task],
-                      config: Config) -> dict[str, str]:
-    """Audit the version's generator over `learned` (tasks 0..k), log it on the task run and the version."""
+def audit_version(run_id: str, scholar: Scholar, learned: Sequence[Task], config: Config) -> dict[str, str]:
+    """Audit a scholar's generator over `learned` (tasks 0..k) before it is registered: the figures are
+    logged on the task run (step k) and returned as the `privacy.*` tags its version is created with."""
     tags = {"privacy.real_data": REAL_DATA[config.replay.arm]}
     if scholar.generator is None:
         tags["privacy.generator"] = "none"
-    else:
-        score = audit_generator(scholar.generator, learned, seed=config.run.seed)
-        metrics = {"privacy.nn_ratio": score.nn_ratio, "privacy.copy_ratio": score.copy_ratio,
-                   "privacy.near_copy_fraction": score.near_copy_fraction,
-                   "privacy.threshold": score.threshold, "privacy.audit_seconds": score.seconds}
-        tracking.log_metrics(run_id, metrics, step=learned[-1].index)
-        tags.update({key: f"{value:.4f}" for key, value in metrics.items() if key != "privacy.audit_seconds"})
-        tags.update({"privacy.generator": config.generator.kind, "privacy.samples": str(score.samples),
-                     "privacy.references": str(score.references)})
-    registry.tag_version(chain, version, tags)
+        return tags
+    score = audit_generator(scholar.generator, learned, seed=config.run.seed)
+    metrics = {"privacy.nn_ratio": score.nn_ratio, "privacy.copy_ratio": score.copy_ratio,
+               "privacy.near_copy_fraction": score.near_copy_fraction,
+               "privacy.threshold": score.threshold, "privacy.audit_seconds": score.seconds}
+    tracking.log_metrics(run_id, metrics, step=learned[-1].index)
+    tags.update({key: f"{value:.4f}" for key, value in metrics.items() if key != "privacy.audit_seconds"})
+    tags.update({"privacy.generator": config.generator.kind, "privacy.samples": str(score.samples),
+                 "privacy.references": str(score.references)})
     return tags
 
 

@@ -159,8 +159,8 @@ def _scholar_of(payload: dict[str, Any]) -> Scholar:
 
 
 def _register_task(chain: Chain, task: Task, run_id: str, scholar: Scholar, metrics: dict[str, float]) -> str:
-    """Evaluate the new scholar on every task so far (test and validation data), log it on the task's run
-    and register it."""
+    """Evaluate and audit the new scholar on every task so far (test and validation data), log it on the
+    task's run and register it."""
     config, matrix, versions = chain.config, chain.result.accuracy_matrix, chain.result.versions
     learned = chain.tasks[:task.index + 1]
     accuracies = _evaluated(chain, task, scholar, [LabelledData.of([t], "test") for t in learned], matrix)
@@ -179,12 +179,12 @@ def _register_task(chain: Chain, task: Task, run_id: str, scholar: Scholar, metr
             samples = scholar.sample(64, torch.Generator().manual_seed(task.index))
             artifacts["samples.png"] = figures.sample_grid(samples, folder / "samples.png")
         tracking.log_task(run_id, task.info, metrics, accuracies, artifacts)
-    facts = registry.VersionFacts(tuple(t.info for t in chain.tasks[:task.index + 1]), config.stream.name,
-                                  config.stream.scenario, config.replay.arm, chain.digest, fingerprint(task),
-                                  accuracies, versions[-1] if versions else None, validation)
+    privacy = audit.audit_version(run_id, scholar, learned, config)  # a version never exists unaudited
+    facts = registry.VersionFacts(tuple(t.info for t in learned), config.stream.name, config.stream.scenario,
+                                  config.replay.arm, chain.digest, fingerprint(task), accuracies,
+                                  versions[-1] if versions else None, validation, privacy)
     version = registry.register_scholar(chain.name, run_id, scholar, facts)
     versions.append(version)
-    audit.log_version_audit(chain.name, version, run_id, scholar, chain.tasks[:task.index + 1], config)
     tracking.log_metrics(chain.run_id, so_far, step=task.index)
     checked = f"; validation {' '.join(f'{a:.4f}' for a in validation)}" if validation else ""
     print(f"task {task.index} ({task.name}): accuracies {' '.join(f'{a:.4f}' for a in accuracies)}{checked}; "

@@ -43,7 +43,8 @@ class RegisteredTask:
 @dataclass(frozen=True)
 class VersionFacts:
     """What a version records besides its scholar: the tasks learned so far (the last is its own), the
-    chain's stream, scenario, replay arm and config hash, its data and accuracies, and its parent."""
+    chain's stream, scenario, replay arm and config hash, its data and accuracies, its parent, and its
+    privacy audit."""
 
     tasks: Sequence[TaskInfo]
     stream: str
@@ -54,6 +55,7 @@ class VersionFacts:
     accuracies: list[float]
     parent_version: str | None
     validation: list[float] = field(default_factory=list)  # accuracies on held-out training data
+    privacy: dict[str, str] = field(default_factory=dict)  # the audit's `privacy.*` tags (pipelines.audit)
 
     @property
     def task(self) -> TaskInfo:
@@ -187,6 +189,7 @@ def _tags(facts: VersionFacts) -> dict[str, str]:
         "test_accuracies": json.dumps(accuracies),
         "average_accuracy": str(sum(accuracies) / len(accuracies) if accuracies else float("nan")),
         **({"validation_accuracies": json.dumps(facts.validation)} if facts.validation else {}),
+        **facts.privacy,
     }
 
 
@@ -242,14 +245,6 @@ def _registered_model(client: MlflowClient, chain: str) -> RegisteredModel | Non
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
-def tag_version(chain: str, version: str, tags: dict[str, str]) -> None:
-    """Add `tags` to a registered version (e.g. its privacy audit, which runs after registration)."""
-    client = MlflowClient()
-    with mlflow_step(f"tagging version {version} of {checked_name(chain)}"):
-        for key, value in tags.items():
-            client.set_model_version_tag(chain, version, key, value)
-
-
 def download_chain_files(chain: str, dest: Path) -> None:
     """Every artifact of the chain's runs (chain and task runs) under dest/runs/<run id>, and every version's
     files under dest/versions/<version>."""

@@ -18,6 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dgr.config import config_hash
+from dgr.privacy import audit_generator
 from dgr.sequence import TaskEvaluated, run_sequence
 from dgr.streams import Task, build_stream
 from dgr.training import Progress
@@ -30,10 +31,10 @@ from tests.pipelines.conftest import TINY_CHAIN
 TASKS = make_tiny_stream(2)
 
 
-def _train_and_register(arm: str, workdir: Path) -> str:
+def _train_and_register(arm: str, workdir: Path, name: str | None = None) -> str:
     config = tiny_config(replay={"arm": arm})
     experiment = tracking.ensure_experiment("dgr", workdir)
-    name, digest = f"audit-{arm}", config_hash(config)
+    name, digest = name or f"audit-{arm}", config_hash(config)
     chain = Chain(config, TASKS, name, digest, experiment, tracking.start_chain_run(name, experiment, config, digest),
                   ChainResult(name, [], [], 0.0))
 
@@ -76,6 +77,24 @@ def test_each_gr_version_carries_its_memorisation_audit(store: Path) -> None:
         assert tags["privacy.real_data"].startswith("none kept")
         history = client.get_metric_history(version.run_id, "privacy.nn_ratio")
         assert [(m.step, f"{m.value:.4f}") for m in history] == [(k, tags["privacy.nn_ratio"])]
+
+
+@pytest.mark.mlflow
+def test_a_scholar_whose_audit_fails_is_not_registered(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def audit_once(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("audit of task 1 broke")
+        return audit_generator(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "audit_generator", audit_once)
+    with pytest.raises(RuntimeError, match="audit of task 1 broke"):
+        _train_and_register("gr", store, name="audit-broken")
+    [version] = _versions("audit-broken")  # task 0 only: a rerun resumes at task 1 and audits it
+    assert version.tags["task"] == "0" and float(version.tags["privacy.nn_ratio"]) > 0
+    assert MlflowClient().get_registered_model("audit-broken").aliases == {"task-0": version.version}
 
 
 @pytest.mark.mlflow
