@@ -2,11 +2,15 @@
 
 Every run is a fresh process timed whole, as users run it: the core runner (`run_sequence` with all
 the machine's threads) and the main job `pipelines/sequence.py` (local Ray, embedded SQLite MLflow) with
-its default worker layout and with fixed layouts (`--workers default,1,2`). Same config, same seeds.
+its default worker layout and with fixed layouts (`--runners default,1,2`). Same config, same seeds.
 
 - accuracy, mean +- SEM over seeds: is a 2-worker DDP chain within noise of a 1-worker one?
 - wall ratio pipeline / core: what the distribution costs (start-up of Ray, the worker group and the
   MLflow store, and the driver's per-task work: evaluate, figures, log the task run, register).
+- the least ratio Ray Train allows (`--runners core,plain,floor`): `floor` is a whole process that starts
+  the local Ray and one `fit()` of the default worker plan whose loop trains nothing, `plain` a process
+  that imports torch; 1 + (floor - plain) / core is what a pipeline would reach if all its own work
+  (MLflow, the data, the driver's per-task work) cost nothing.
 
 Runs are appended to `--json` as they finish; a rerun skips those already there.
 """
@@ -44,6 +48,28 @@ def core_run(overrides: list[str], data_root: str) -> dict[str, Any]:
             "train_seconds": [t.seconds for t in result.training]}
 
 
+def nothing(settings: dict[str, Any]) -> None:
+    """The floor's worker loop: trains nothing."""
+
+
+def floor_run() -> None:
+    """Run in a child process (`--floor`): what the main job cannot avoid on Ray Train, with no training,
+    no data and no MLflow: import Ray Train, start the local Ray as the main job does, resolve its default
+    worker plan, run one `fit()` of a worker loop that does nothing, shut Ray down."""
+    import ray
+
+    sys.path.insert(0, str(REPO))
+    from pipelines.cluster import alive_nodes, driver_node, plan_workers, ray_init_args
+    from pipelines.settings import PipelineConfig
+    from pipelines.trainer import chain_trainer
+
+    ray.init(**ray_init_args())
+    plan = plan_workers(PipelineConfig(), alive_nodes(), driver_node())
+    with tempfile.TemporaryDirectory() as storage:
+        chain_trainer({}, plan, 0, "floor", storage, loop=nothing).fit()
+    ray.shutdown()
+
+
 def timed(args: list[str], cwd: str) -> float:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
@@ -51,10 +77,17 @@ def timed(args: list[str], cwd: str) -> float:
     return time.perf_counter() - start
 
 
+# Runners that train nothing, for the least ratio any Ray Train pipeline can reach here: `plain` is a
+# Python process that imports torch (where the core starts), `floor` the Ray Train floor (`floor_run`).
+FIXED = {"plain": ["-c", "import torch"], "floor": [__file__, "--floor"]}
+
+
 def measure(runner: str, overrides: list[str], data_root: str) -> dict[str, Any]:
     """One whole-process run of `runner` ("core", "default" or a worker count)."""
     with tempfile.TemporaryDirectory() as workdir:
         out = f"{workdir}/result.json"
+        if runner in FIXED:  # no training: wall time only
+            return {"wall_seconds": timed([sys.executable, *FIXED[runner]], workdir)}
         if runner == "core":
             args = [sys.executable, __file__, "--core", out, "--data-root", data_root]
         else:
@@ -85,7 +118,7 @@ def summary(runs: list[dict[str, Any]], runners: list[str]) -> str:
     core_wall = {r["seed"]: r["wall_seconds"] for r in runs if r["runner"] == "core"}
     for runner in runners:
         chosen = sorted((r for r in runs if r["runner"] == runner), key=lambda r: r["seed"])
-        if not chosen:
+        if not chosen or runner in FIXED:  # those train nothing: see `least_ratio`
             continue
         acc = [100 * r["average_accuracy"] for r in chosen]
         sem = statistics.stdev(acc) / math.sqrt(len(acc)) if len(acc) > 1 else float("nan")
@@ -94,6 +127,19 @@ def summary(runs: list[dict[str, Any]], runners: list[str]) -> str:
         lines.append(f"| {label(runner)} | {statistics.mean(acc):.2f} +- {sem:.2f} (n={len(acc)}) | "
                      f"{', '.join(f'{a:.2f}' for a in acc)} | {statistics.mean(r['wall_seconds'] for r in chosen):.1f} | "
                      f"{ratio} |")
+    return "\n".join(lines)
+
+
+def least_ratio(runs: list[dict[str, Any]]) -> str:
+    """Markdown, per seed (round) that ran `plain`, `floor` and `core`: the Ray Train floor beyond a plain
+    torch process, and the least wall ratio to the core it allows, 1 + (floor - plain) / core."""
+    lines = ["| seed | plain s | floor s | floor - plain s | core s | least ratio to core |", "|---|---|---|---|---|---|"]
+    for seed in sorted({r["seed"] for r in runs}):
+        wall = {r["runner"]: r["wall_seconds"] for r in runs if r["seed"] == seed}
+        if {"plain", "floor"} <= wall.keys():
+            extra = wall["floor"] - wall["plain"]
+            core, ratio = (f"{wall['core']:.1f}", f"{1 + extra / wall['core']:.3f}") if "core" in wall else ("-", "-")
+            lines.append(f"| {seed} | {wall['plain']:.1f} | {wall['floor']:.1f} | {extra:.1f} | {core} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -124,9 +170,13 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     p.add_argument("--json", default=None, help="results file (default results/pipeline_overhead_<it>.json)")
     p.add_argument("--core", default=None, help=argparse.SUPPRESS)  # child process: write the core's result
+    p.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)  # child process: the Ray Train floor
     args = p.parse_args()
     if args.core:
         Path(args.core).write_text(json.dumps(core_run(args.set, args.data_root)))
+        return
+    if args.floor:
+        floor_run()
         return
     data_root = str(Path(args.data_root).resolve())  # the runs work in their own temporary folders
     overrides = [f"solver.iterations={args.iterations}", f"generator.iterations={args.iterations}",
@@ -141,8 +191,8 @@ def main() -> None:
                 continue
             run = {**key, **measure(runner, [*overrides, f"run.seed={seed}"], data_root)}
             runs.append(run)
-            print(f"{runner:8s} seed {seed}: {100 * run['average_accuracy']:.2f} % in {run['wall_seconds']:.1f} s",
-                  flush=True)
+            accuracy = f"{100 * run['average_accuracy']:.2f} %" if "average_accuracy" in run else "no training"
+            print(f"{runner:8s} seed {seed}: {accuracy} in {run['wall_seconds']:.1f} s", flush=True)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(runs, indent=1))
     print(f"\nsplit MNIST, class-IL, GR, {args.iterations} iterations per task, 5 tasks, seeds {args.seeds}\n")
@@ -150,6 +200,9 @@ def main() -> None:
     print(summary(chosen, runners))
     print()
     print(where_the_time_goes(chosen))
+    if any(r["runner"] in FIXED for r in chosen):
+        print()
+        print(least_ratio(chosen))
 
 
 if __name__ == "__main__":

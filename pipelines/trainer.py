@@ -8,20 +8,22 @@ Ray Train's controller, which Ray places on the driver's node, writes under `sto
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from pipelines.cluster import WorkerPlan
 from pipelines.credentials import shared_settings
 
 
-def chain_trainer(settings: dict[str, Any], plan: WorkerPlan, max_failures: int, run_name: str, storage: str):
+def chain_trainer(settings: dict[str, Any], plan: WorkerPlan, max_failures: int, run_name: str, storage: str,
+                  loop: Callable[[dict[str, Any]], None] | None = None):
+    """The chain's trainer; `loop` replaces the worker loop (`benchmarks/pipeline_overhead.py`'s floor)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from pipelines.worker import train_chain
 
     return TorchTrainer(
-        train_chain,
+        loop or train_chain,
         train_loop_config=settings,
         scaling_config=ray.train.ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
                                                resources_per_worker=plan.resources()),
