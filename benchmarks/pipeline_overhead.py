@@ -52,10 +52,19 @@ def nothing(settings: dict[str, Any]) -> None:
     """The floor's worker loop: trains nothing."""
 
 
+def process_start() -> float:
+    """When this process started (Linux: /proc), as a `time.time()` value."""
+    ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])
+    boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime"))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def floor_run() -> None:
     """Run in a child process (`--floor`): what the main job cannot avoid on Ray Train, with no training,
     no data and no MLflow: import Ray Train, start the local Ray as the main job does, resolve its default
-    worker plan, run one `fit()` of a worker loop that does nothing, shut Ray down."""
+    worker plan, run one `fit()` of a worker loop that does nothing, shut Ray down. Its phases go to
+    stderr (from the interpreter's start: imports, Ray start, fit, Ray shutdown)."""
     import ray
 
     sys.path.insert(0, str(REPO))
@@ -63,11 +72,18 @@ def floor_run() -> None:
     from pipelines.settings import PipelineConfig
     from pipelines.trainer import chain_trainer
 
+    stamps = [process_start(), time.time()]
     ray.init(**ray_init_args())
     plan = plan_workers(PipelineConfig(), alive_nodes(), driver_node())
+    stamps.append(time.time())
     with tempfile.TemporaryDirectory() as storage:
         chain_trainer({}, plan, 0, "floor", storage, loop=nothing).fit()
+    stamps.append(time.time())
     ray.shutdown()
+    stamps.append(time.time())
+    phases = ", ".join(f"{name} {b - a:.1f} s" for name, a, b in
+                       zip(["imports", "Ray start", "fit", "Ray shutdown"], stamps, stamps[1:]))
+    print(f"floor phases: {phases}", file=sys.stderr, flush=True)
 
 
 def timed(args: list[str], cwd: str) -> float:
