@@ -245,6 +245,8 @@ def _registered_model(client: MlflowClient, chain: str) -> RegisteredModel | Non
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
+
+
 def download_chain_files(chain: str, dest: Path) -> None:
     """Every artifact of the chain's runs (chain and task runs) under dest/runs/<run id>, and every version's
     files under dest/versions/<version>."""

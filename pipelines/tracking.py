@@ -37,6 +37,8 @@ _CHAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # safe inside search fi
 
 class RegistryError(RuntimeError):
     """A registry or tracking operation failed; the message is one line meant for the user."""
+
+
 def configure_tracking(workdir: Path) -> str:
     """Point MLflow at $MLFLOW_TRACKING_URI, else at an embedded SQLite store under `workdir`.
 
@@ -54,6 +56,8 @@ def configure_tracking(workdir: Path) -> str:
         MlflowClient(uri)  # builds its stores: an unsupported scheme fails here in one line, not later
     mlflow.set_tracking_uri(uri)
     return uri
+
+
 def _check_reachable(uri: str) -> None:
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
@@ -64,9 +68,13 @@ def _check_reachable(uri: str) -> None:
             f"MLflow tracking server {masked(uri)} is unreachable: {one_line(reason)}; start one "
             "(python infra/mlflow_server.py) or unset MLFLOW_TRACKING_URI for the embedded default"
         ) from None
+
+
 def _is_server(uri: str) -> bool:
     """A server has its own artifact root; a database or file store would fall back to ./mlruns."""
     return uri.split(":", 1)[0] in ("http", "https", "databricks", "databricks-uc")
+
+
 def ensure_experiment(name: str, workdir: Path) -> str:
     """The experiment's id, created if missing (restored if deleted), tagged as a model-training one."""
     client = MlflowClient()
@@ -129,6 +137,8 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     now = int(time.time() * 1000)
     with mlflow_step(f"logging metrics of run {run_id}"):
         MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
 def start_sweep_run(experiment_id: str, name: str, params: dict[str, str]) -> str:
     """The sweep's parent run, found again by name on resume (a restored sweep logs into it again)."""
     client = MlflowClient()
@@ -140,6 +150,8 @@ def start_sweep_run(experiment_id: str, name: str, params: dict[str, str]) -> st
         run = client.create_run(experiment_id, run_name=name, tags={"dgr.sweep": name})
         client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
         return run.info.run_id
+
+
 def finish_run(run_id: str, artifacts: dict[str, Path] | None = None, tags: dict[str, str] | None = None) -> None:
     client = MlflowClient()
     with mlflow_step(f"finishing run {run_id}"):
@@ -148,6 +160,8 @@ def finish_run(run_id: str, artifacts: dict[str, Path] | None = None, tags: dict
         for key, value in (tags or {}).items():
             client.set_tag(run_id, key, value)
         client.set_terminated(run_id, "FINISHED")
+
+
 def end_run(run_id: str, status: str) -> None:
     """End a run as FINISHED, or FAILED / KILLED for one whose work stopped early."""
     with mlflow_step(f"ending run {run_id}"):
@@ -217,6 +231,8 @@ def checked_name(chain: str) -> str:
     if not _CHAIN_NAME.fullmatch(chain):
         raise RegistryError(f"chain name {chain!r}: use letters, digits, '.', '_' and '-' only")
     return chain
+
+
 @contextmanager
 def mlflow_step(description: str) -> Iterator[None]:
     """Turn MLflow's multi-line errors into one RegistryError line naming what we were doing."""
@@ -224,5 +240,7 @@ def mlflow_step(description: str) -> Iterator[None]:
         yield
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"{description}: {one_line(exc)}") from None
+
+
 def one_line(exc: object) -> str:
     return " ".join(str(exc).split())[:300]
