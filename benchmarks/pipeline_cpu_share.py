@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from children import checkout_env
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_ACTORS = ("TrainController", "PlacementGroupCleaner", "AutoscalingCoordinator", "PreemptionWatcher",
                 "SynchronizationActor", "DatasetManager")
@@ -64,8 +66,7 @@ def main() -> None:
     if args.iterations % 4:
         sys.exit("--iterations: expected a multiple of 4 (the window is a task's second and third quarters)")
     data_root = str(Path(args.data_root).resolve())
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-           "PYTHONUNBUFFERED": "1"}  # the worker's lines, as Ray prints them in the driver, arrive at once
+    env = checkout_env(PYTHONUNBUFFERED="1")  # the worker's lines, as Ray prints them in the driver, arrive at once
     quarter = args.iterations // 4
     marks = [f"task {args.task} iteration {quarter}/", f"task {args.task} iteration {3 * quarter}/"]
     snapshots: list[tuple[float, dict[str, tuple[float, str]]]] = []

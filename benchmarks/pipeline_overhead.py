@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from children import checkout_env
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -87,7 +89,7 @@ def floor_run() -> None:
 
 
 def timed(args: list[str], cwd: str) -> float:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = checkout_env()
     start = time.perf_counter()
     subprocess.run(args, check=True, cwd=cwd, env=env, stdout=subprocess.DEVNULL)  # this checkout's code
     return time.perf_counter() - start

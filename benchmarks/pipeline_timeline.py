@@ -114,8 +114,9 @@ def run(data_root: str, iterations: int, overrides: list[str]) -> dict[str, floa
                 "--json", f"{workdir}/result.json"]
         for item in [f"solver.iterations={iterations}", f"generator.iterations={iterations}", *overrides]:
             args += ["--set", item]
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        from children import checkout_env  # here: the workers import this module as benchmarks.pipeline_timeline
+
+        env = checkout_env()
         start = time.time()
         done = subprocess.run(args, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         end = time.time()

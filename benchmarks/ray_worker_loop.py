@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from children import checkout_env
+
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("plain", "beside-ray", "ray-task")
 
@@ -93,7 +95,7 @@ def main() -> None:
     if modes[0] != "plain" or not set(modes) <= set(MODES):
         p.error(f"--modes: a comma list of {', '.join(MODES)} starting with plain, got {args.modes}")
     seconds: dict[str, list[float]] = {m: [] for m in modes}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = checkout_env()
     for k in range(args.rounds):
         for mode in modes:
             argv = [sys.executable, __file__, "--child", mode, "--data-root", args.data_root,
