@@ -6,8 +6,12 @@ fresh processes, round after round, each round running every mode once:
 - `plain`: one process, `--threads` torch threads (as the core runs);
 - `beside-ray`: the same in a driver connected to a fresh local Ray that otherwise idles (its GCS,
   raylet, dashboard and agents share the cores);
+- `thread`: the same in a plain process, but in a thread other than the main one, as Ray Train 2.60 runs a
+  worker's `train_loop_per_worker`;
 - `ray-task`: the same in a Ray task holding `--threads` CPUs (a Ray worker process, nice 15 by Ray's
-  default), the worker process a Ray Train worker is too.
+  default), the worker process a Ray Train worker is too;
+- `train-worker`: the same as the loop of a one-worker `TorchTrainer` holding `--threads` CPUs: a Ray
+  Train worker, with Ray Train's controller and helper actors beside it, as in the main job.
 
 It prints the training loops' seconds per round and mode, each mode's mean, and each mode's difference
 to `plain` within a round (mean +- SEM over rounds): on a machine whose speed drifts within minutes, the
@@ -23,12 +27,14 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 from children import checkout_env
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("plain", "beside-ray", "ray-task")
+MODES = ("plain", "thread", "beside-ray", "ray-task", "train-worker")
 
 
 def train_seconds(data_root: str, iterations: int, tasks: int, threads: int) -> float:
@@ -46,10 +52,26 @@ def train_seconds(data_root: str, iterations: int, tasks: int, threads: int) -> 
     return sum(t.seconds for t in result.training)
 
 
+def train_worker_loop(work: dict) -> None:
+    """`train_loop_per_worker` of the `train-worker` mode: the seconds go to the file `out`."""
+    out = work.pop("out")
+    Path(out).write_text(json.dumps(train_seconds(**work)))
+
+
+def in_a_thread(work: tuple) -> float:
+    result: list[float] = []
+    thread = threading.Thread(target=lambda: result.append(train_seconds(*work)))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
 def child(mode: str, args: argparse.Namespace) -> float:
     work = (args.data_root, args.iterations, args.tasks, args.threads)
     if mode == "plain":
         return train_seconds(*work)
+    if mode == "thread":
+        return in_a_thread(work)
     import ray
 
     ray.init(address="local", num_cpus=args.threads, log_to_driver=False,
@@ -57,9 +79,26 @@ def child(mode: str, args: argparse.Namespace) -> float:
     try:
         if mode == "beside-ray":
             return train_seconds(*work)
+        if mode == "train-worker":
+            return train_worker(args)
         return ray.get(ray.remote(num_cpus=args.threads)(train_seconds).remote(*work))
     finally:
         ray.shutdown()
+
+
+def train_worker(args: argparse.Namespace) -> float:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    with tempfile.TemporaryDirectory() as storage:
+        work = {"data_root": args.data_root, "iterations": args.iterations, "tasks": args.tasks,
+                "threads": args.threads, "out": f"{storage}/seconds.json"}
+        trainer = TorchTrainer(train_worker_loop, train_loop_config=work,
+                               scaling_config=ray.train.ScalingConfig(num_workers=1,
+                                                                      resources_per_worker={"CPU": args.threads}),
+                               run_config=ray.train.RunConfig(storage_path=storage))
+        trainer.fit()
+        return json.loads(Path(work["out"]).read_text())
 
 
 def table(seconds: dict[str, list[float]]) -> str:
