@@ -2,6 +2,7 @@
 # Everything a short GPU lease should measure, in one command that ends before a deadline:
 #   1. the `gpu` tests of the core (CUDA sequences, NCCL DDP steps);
 #   2. benchmarks/gpu_check.py: the reference protocol in fp32 and bf16, DDP steps, with it/s and memory;
+#      then benchmarks/torch_compile.py: eager against torch.compile'd models, 2 rounds;
 #   3. permuted MNIST: ER, then the conv WGAN-GP as configs/permuted_mnist_conv_wgan.yaml sets it up
 #      (16 channels, lr 1e-3, 500 generator steps per task, soft targets);
 #   4. split MNIST class-IL with the conv WGAN-GP (lr 1e-3, `WGAN_CHANNELS` base channels) at each budget
@@ -11,10 +12,10 @@
 # MNIST IDX files under `data/MNIST/raw` (copy them from ../shared/data: `data/` is not tracked).
 #
 #   bash benchmarks/gpu_session.sh OUT_DIR
-#   GPU_DEVICE=cpu CHECK_ITERATIONS=20 PERMUTED_STEPS=2 WGAN_STEPS=2 SOLVER_ITERATIONS=20 bash benchmarks/gpu_session.sh /tmp/gs   # smoke test
+#   GPU_DEVICE=cpu CHECK_ITERATIONS=20 COMPILE_ITERATIONS=20 PERMUTED_STEPS=2 WGAN_STEPS=2 SOLVER_ITERATIONS=20 bash benchmarks/gpu_session.sh /tmp/gs   # smoke test
 #
 # Knobs (environment): GPU_DEVICE (cuda), DEADLINE_S (540: seconds from start after which nothing new
-# starts and the running step is stopped), CHECK_ITERATIONS (2000), PERMUTED_STEPS (500), WGAN_STEPS
+# starts and the running step is stopped), CHECK_ITERATIONS (2000), COMPILE_ITERATIONS (400), PERMUTED_STEPS (500), WGAN_STEPS
 # ("1000 2000"), WGAN_CHANNELS (32), SOLVER_ITERATIONS (unset: the reference protocol's 2000), PYTHON
 # (python3).
 set -uo pipefail
@@ -58,6 +59,8 @@ cat "$out/machine.txt" >> "$log"
 step "$py" -m pytest -q -p no:cacheprovider -m gpu tests/dgr
 step "$py" benchmarks/gpu_check.py --device "$device" --data-root data --iterations "${CHECK_ITERATIONS:-2000}" \
     --json "$out/gpu_check.json"
+step "$py" benchmarks/torch_compile.py --device "$device" --data-root data --iterations "${COMPILE_ITERATIONS:-400}" \
+    --rounds 2
 step "$py" benchmarks/permuted_wgan.py "${grid[@]}" --arms er --json "$out/permuted_er.json"
 # configs/permuted_mnist_conv_wgan.yaml's settings, to set beside the CPU's 97.01 % (seed 1)
 step "$py" benchmarks/permuted_wgan.py "${grid[@]}" --arms gr-conv-wgan --steps "${PERMUTED_STEPS:-500}" \

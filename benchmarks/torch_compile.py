@@ -2,13 +2,13 @@
 
     .venv/bin/python benchmarks/torch_compile.py --data-root ../shared/data [--iterations 400] [--rounds 3] [--device cpu]
 
-Each round trains, in a fresh process per mode, split MNIST (class-IL, GR with the VAE, the default
-config) for `--iterations` per task on its first two tasks, with the trained solver and VAE either as
+Each round trains, in a fresh process per mode, split MNIST (class-IL, GR with the VAE, the reference
+protocol as `gpu_check.py` sets it, seed 1) for `--iterations` per task on its first two tasks, with the trained solver and VAE either as
 they are (`eager`) or wrapped in `torch.compile` (`compiled`, through `train_task`'s `wrap`, the hook DDP
 uses). It prints task 1's milliseconds per iteration after its first tenth (compilation and warm-up
 excluded), the first tenth's seconds (where compilation lands), and each round's difference
 compiled - eager, mean +- SEM over rounds. The core has no compile option; this measures whether one
-would pay.
+would pay. It imports only torch and dgr, so it runs on a GPU machine without Ray or MLflow.
 """
 
 from __future__ import annotations
@@ -38,11 +38,10 @@ def child(mode: str, data_root: str, iterations: int, device: str) -> dict[str, 
     from dgr.sequence import replay_source, training_data
     from dgr.streams import build_stream, stream_infos
     from dgr.training import Progress, train_task
-    from pipelines.settings import load_settings
+    from gpu_check import protocol  # the reference protocol; torch and dgr only, as on a GPU machine
 
     torch.set_num_threads(os.cpu_count() or 1)
-    config, _ = load_settings(None, [f"solver.iterations={iterations}", f"generator.iterations={iterations}",
-                                     f"run.device={device}"])
+    config = protocol(torch.device(device), iterations, seed=1)
     tasks = build_stream(config.stream, Path(data_root), config.run.seed)[:2]
     outputs = output_size(Scenario(config.stream.scenario), stream_infos(config.stream, data_root, config.run.seed))
     wrap = (lambda module: module) if mode == "eager" else torch.compile
