@@ -85,20 +85,13 @@ def group(command: str, runner: str) -> str:
 
 def core_child(data_root: str, iterations: int, every: int) -> None:
     """The core runner, printing a line per `every` iterations as the main job's worker does."""
-    import torch
-
-    from dgr.sequence import run_sequence
-    from dgr.streams import build_stream
     from dgr.training import Progress
-    from pipelines.settings import load_settings
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    config, _ = load_settings(None, [f"solver.iterations={iterations}", f"generator.iterations={iterations}"])
+    from pipeline_overhead import core_run
 
     def line(event: object) -> None:
         if isinstance(event, Progress) and event.iteration % every == 0:
             print(f"task {event.task} iteration {event.iteration}/{event.iterations}", flush=True)
-    run_sequence(config, build_stream(config.stream, Path(data_root), config.run.seed), callback=line)
+    core_run([f"solver.iterations={iterations}", f"generator.iterations={iterations}"], data_root, line)
 
 
 def snapshot(runner: str) -> Snapshot:

@@ -27,15 +27,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from children import checkout_env
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def core_run(overrides: list[str], data_root: str) -> dict[str, Any]:
-    """Run in a child process (`--core`): the core runner on the default config plus `overrides`."""
+def core_run(overrides: list[str], data_root: str, callback: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Run in a child process (`--core`): the core runner on the default config plus `overrides`, with
+    all the machine's threads; `callback` gets `run_sequence`'s progress events."""
     import torch
 
     sys.path.insert(0, str(REPO))
@@ -45,7 +46,7 @@ def core_run(overrides: list[str], data_root: str) -> dict[str, Any]:
 
     torch.set_num_threads(os.cpu_count() or 1)
     config, _ = load_settings(None, overrides)
-    result = run_sequence(config, build_stream(config.stream, Path(data_root), config.run.seed))
+    result = run_sequence(config, build_stream(config.stream, Path(data_root), config.run.seed), callback=callback)
     return {"average_accuracy": result.average_accuracy, "accuracy_matrix": result.accuracy_matrix,
             "train_seconds": [t.seconds for t in result.training]}
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import itertools
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -29,20 +31,18 @@ MODES = ("eager", "compiled")
 
 
 def child(mode: str, data_root: str, iterations: int, device: str) -> dict[str, float]:
-    import os
-
     import torch
 
     from dgr.scenario import Scenario, output_size
     from dgr.scholar import new_scholar
     from dgr.sequence import replay_source, training_data
-    from dgr.streams import build_stream, stream_infos
+    from dgr.streams import iter_stream, stream_infos
     from dgr.training import Progress, train_task
     from gpu_check import protocol  # the reference protocol; torch and dgr only, as on a GPU machine
 
     torch.set_num_threads(os.cpu_count() or 1)
     config = protocol(torch.device(device), iterations, seed=1)
-    tasks = build_stream(config.stream, Path(data_root), config.run.seed)[:2]
+    tasks = list(itertools.islice(iter_stream(config.stream, Path(data_root), config.run.seed), 2))  # tasks 0, 1 only
     outputs = output_size(Scenario(config.stream.scenario), stream_infos(config.stream, data_root, config.run.seed))
     wrap = (lambda module: module) if mode == "eager" else torch.compile
     scholar = new_scholar(config, tasks[0].input_shape, outputs).to(device)
@@ -51,7 +51,7 @@ def child(mode: str, data_root: str, iterations: int, device: str) -> dict[str, 
     tenth, marks = iterations // 10, {}
 
     def mark(event: Progress) -> None:
-        if device == "cuda":
+        if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
         marks[event.iteration] = time.perf_counter()
     start = time.perf_counter()
