@@ -1,5 +1,8 @@
 """GPU check: the reference protocol on one device in fp32 and bf16, and DDP steps, in one table.
 
+On CUDA a third sequence runs in fp32 with TF32 matmuls (`torch.set_float32_matmul_precision("high")`),
+which the core leaves off: this row measures whether it would pay.
+
 The protocol is split MNIST, class-IL, generative replay with the VAE: 2x400 MLP solver, 2x400 VAE
 (z = 100), Adam lr 1e-3, batch 128, r = 1/t, 2000 iterations per task (the defaults of dgr.config,
 as in configs/split_mnist.yaml). The DDP rows run `train_task` on the first task with the solver and
@@ -59,7 +62,8 @@ def sequence_row(tasks: list[Task], device: torch.device, iterations: int, seed:
     _reset_peak(device)
     result = run_sequence(protocol(device, iterations, seed, **{"run.precision": precision}), tasks)
     steps = sum(t.iterations for t in result.training)
-    return {"run": f"GR sequence {precision}", "iterations": steps,
+    tf32 = ", TF32 matmuls" if torch.get_float32_matmul_precision() != "highest" else ""
+    return {"run": f"GR sequence {precision}{tf32}", "iterations": steps,
             "it_per_s": steps / sum(t.seconds for t in result.training), "wall_s": result.wall_seconds,
             "average_accuracy": result.average_accuracy, "peak_mib": _peak_mib(device)}
 
@@ -70,8 +74,7 @@ def ddp_row(tasks: list[Task], device: torch.device, seed: int, store: str, kind
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=f"file://{store}", rank=0, world_size=1)
     try:
-        ids = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else None
+        ids = [device.index] if device.type == "cuda" else None
         wrap = lambda module: DistributedDataParallel(module, device_ids=ids)  # noqa: E731
         outputs = output_size(Scenario.CLASS, [t.info for t in tasks])
         scholar = new_scholar(config, tasks[0].input_shape, outputs).to(device)
@@ -110,6 +113,8 @@ def main() -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available on this machine (try --device cpu)")
     if device.type == "cuda":
+        if device.index is None:  # set_device wants an index: `cuda` is the current one
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     stream = protocol(device, args.iterations, args.seed).stream
     tasks = build_stream(stream, resolve_data_root(args.data_root), args.seed)
@@ -118,6 +123,11 @@ def main() -> None:
     rows = []
     for precision in ("fp32", "bf16"):
         rows.append(sequence_row(tasks, device, args.iterations, args.seed, precision))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+        rows.append(sequence_row(tasks, device, args.iterations, args.seed, "fp32"))
+        torch.set_float32_matmul_precision("highest")
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     with tempfile.TemporaryDirectory() as folder:
         for kind in ("vae", "wgan-gp"):

@@ -11,6 +11,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import queue as queues
 import resource
 import statistics
 import sys
@@ -70,6 +71,21 @@ def _run_one(flat: dict[str, Any], data_root: str, queue: "mp.Queue[dict[str, An
     })
 
 
+def _result_of(proc: Any, queue: Any) -> dict[str, Any]:
+    """The child's result; a child that dies first (a CUDA error, say) stops the grid instead of hanging it."""
+    while True:
+        exited = not proc.is_alive()  # before the wait: a child flushes its result before it exits
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queues.Empty:
+            if exited:
+                raise SystemExit(f"error: a run's process exited with code {proc.exitcode} before its result "
+                                 "(its traceback is above)") from None
+    proc.join()
+    return result
+
+
 def run_grid(args: argparse.Namespace, base: dict[str, Any],
              arms: dict[str, dict[str, Any]] = ARMS) -> list[dict[str, Any]]:
     data_root = str(resolve_data_root(args.data_root))
@@ -94,8 +110,7 @@ def run_grid(args: argparse.Namespace, base: dict[str, Any],
                 queue = ctx.Queue()
                 proc = ctx.Process(target=_run_one, args=(flat, data_root, queue))
                 proc.start()
-                result = queue.get()
-                proc.join()
+                result = _result_of(proc, queue)
                 runs.append({**key, **result})
                 print(f"{arm:11s} {scenario:6s} seed {seed}: {100 * result['average_accuracy']:.2f} % "
                       f"in {result['wall_seconds']:.0f} s ({result['iterations_per_second']:.1f} it/s, "

@@ -82,8 +82,11 @@ def main() -> None:
         for mode in MODES:
             argv = [sys.executable, __file__, "--child", mode, "--data-root", args.data_root,
                     "--iterations", str(args.iterations), "--device", args.device]
-            out = subprocess.run(argv, check=True, capture_output=True, text=True, env=checkout_env()).stdout
-            runs[mode].append(json.loads(out.strip().splitlines()[-1]))
+            done = subprocess.run(argv, capture_output=True, text=True, env=checkout_env())
+            if done.returncode != 0:  # e.g. no C compiler for Inductor on a bare image: say why
+                sys.stderr.write(done.stderr[-4000:])
+                raise SystemExit(f"error: round {k + 1}, {mode}: the child exited with code {done.returncode}")
+            runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
             r = runs[mode][-1]
             print(f"round {k + 1} {mode}: {r['ms_per_iteration']:.2f} ms per iteration, first tenth "
                   f"{r['warmup_seconds']:.1f} s, losses {r.get('loss_solver', 0):.4f} {r.get('loss_generator', 0):.4f}",

@@ -58,7 +58,9 @@ def task_rng(seed: int, task: int, rank: int, stream: int, device: torch.device 
 
 def precision_context(config: Config, device: torch.device) -> contextlib.AbstractContextManager:
     if config.run.precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        # No cast cache: a WGAN-GP iteration updates its critic several times in one region, and a cached
+        # bf16 copy of a weight would hide each update from the steps after it.
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 

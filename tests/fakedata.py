@@ -7,7 +7,6 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
@@ -32,6 +31,8 @@ def write_mnist(root: Path, rng: np.random.Generator, train_per_digit: int = 20,
 
 
 def write_svhn(root: Path, rng: np.random.Generator, per_split: int = 30) -> None:
+    import scipy.io  # here, not at the top: the GPU check imports this module where only torch is
+
     (root / "SVHN").mkdir()
     for split in ("train", "test"):
         x = rng.integers(0, 256, size=(32, 32, 3, per_split), dtype=np.uint8)

@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from dgr.config import StreamConfig
@@ -16,6 +14,10 @@ from dgr.streams import build_stream
 from tests.fakedata import write_mnist
 from dgr.image_files import encode_png
 from tests.userfiles import images_of, write_folder, write_npz, write_parquet
+
+# An image with torch alone (a GPU machine's) still collects the `gpu` tests beside this module.
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
 
 
 def error(tmp_path: Path, **stream: Any) -> str:

@@ -1,4 +1,5 @@
-"""The science layer never imports the adapters' dependencies (ray, mlflow, boto3, yaml)."""
+"""The science layer never imports the adapters' dependencies (ray, mlflow, boto3, yaml), and its `gpu`
+tests collect where only torch is (a GPU machine's image: `benchmarks/gpu_session.sh`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BLOCKED = ("ray", "mlflow", "boto3", "yaml")
 
-# Runs in a fresh interpreter: a finder installed before any import refuses the blocked packages, then
-# `dgr` and every `dgr.*` module are imported. Prints what was imported and what was left in sys.modules.
-SCRIPT = """
+# Runs first in a fresh interpreter: a finder that refuses the blocked packages.
+BLOCKER = """
 import importlib, json, pkgutil, sys
 
 BLOCKED = {blocked!r}
@@ -22,10 +22,13 @@ BLOCKED = {blocked!r}
 class Blocker:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{{name}} is blocked in dgr")
+            raise ModuleNotFoundError(f"{{name}} is blocked here")
         return None
 
 sys.meta_path.insert(0, Blocker())
+"""
+# `dgr` and every `dgr.*` module are imported. Prints what was imported and what was left in sys.modules.
+SCRIPT = BLOCKER + """
 import dgr
 names = ["dgr"] + [f"dgr.{{m.name}}" for m in pkgutil.iter_modules(dgr.__path__)]
 for name in names:
@@ -37,11 +40,15 @@ print(json.dumps({{"imported": names, "leaked": leaked}}))
 
 @pytest.fixture(scope="module")
 def blocked_import() -> dict[str, list[str]]:
-    done = subprocess.run([sys.executable, "-c", SCRIPT.format(blocked=BLOCKED)], cwd=REPO,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=120)
+    done = _blocked_run(SCRIPT, BLOCKED)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _blocked_run(script: str, blocked: tuple[str, ...]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script.format(blocked=blocked)], cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_every_dgr_module_imports_without_adapter_packages(blocked_import: dict[str, list[str]]) -> None:
@@ -53,3 +60,15 @@ def test_every_dgr_module_imports_without_adapter_packages(blocked_import: dict[
 
 def test_no_adapter_package_is_loaded_after_importing_dgr(blocked_import: dict[str, list[str]]) -> None:
     assert blocked_import["leaked"] == []
+
+
+def test_the_gpu_tests_collect_where_only_torch_is() -> None:
+    """Without the adapters' packages, pyarrow or scipy, `pytest -m gpu tests/dgr` still finds the CUDA
+    tests: pytest imports every module of the folder before it filters by marker."""
+    collect = BLOCKER + """
+import pytest
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "--collect-only", "-m", "gpu", "tests/dgr"]))
+"""
+    done = _blocked_run(collect, (*BLOCKED, "pyarrow", "scipy"))
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "tests/dgr/test_cuda.py::" in done.stdout and "tests/dgr/test_ddp.py::" in done.stdout
