@@ -20,7 +20,7 @@ from dgr.scenario import Scenario, output_size
 from dgr.scholar import Scholar, new_scholar
 from dgr.streams import Task, TaskInfo
 from dgr.targets import LabelledData
-from dgr.training import Progress, TaskTraining, train_task
+from dgr.training import Progress, TaskTraining, check_finite, train_task
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,7 @@ def run_sequence(config: Config, tasks: Iterable[Task], outputs: int | None = No
         replay = replay_source(config, previous, past, task.info, stored, device)
         data = training_data(config, stored, task)
         training = train_task(scholar, data, task.info, config, replay, device=device, callback=callback)
+        check_finite(task.index, training.losses)
         stored = remember(config, stored, task)
         del data, replay, previous
         past.append(task.info)

@@ -8,6 +8,7 @@ the caller wrap the trained modules (e.g. in DistributedDataParallel) through `w
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -54,6 +55,18 @@ def task_rng(seed: int, task: int, rank: int, stream: int, device: torch.device 
     """
     seed = ((seed * 1_000_003 + task) * 1_009 + rank) * 8 + stream
     return torch.Generator(device=device).manual_seed(seed)
+
+
+class Diverged(RuntimeError):
+    """A task ended with a loss that is not a finite number: its scholar is not worth keeping or replaying."""
+
+
+def check_finite(task: int, losses: dict[str, float]) -> None:
+    """Raise `Diverged` naming the loss and the learning rate that drives it."""
+    for name, value in losses.items():
+        if not math.isfinite(value):
+            rate = "solver.lr" if name == "solver" else "generator.lr"
+            raise Diverged(f"task {task}: the {name} loss is {value} after training (diverged); lower {rate}")
 
 
 def precision_context(config: Config, device: torch.device) -> contextlib.AbstractContextManager:

@@ -21,11 +21,12 @@ import torch
 from dgr.config import Config, config_hash, flatten
 from dgr.evaluation import (Matrix, average_accuracy, backward_transfer, evaluate, forgetting, matrix_row,
                             mean_forgetting)
-from dgr.scenario import Scenario
-from dgr.scholar import Scholar, scholar_from_spec
+from dgr.scenario import Scenario, output_size
+from dgr.scholar import Scholar, new_scholar, scholar_from_spec
 from dgr.sequence import validation_set
 from dgr.streams import Task, build_stream
 from dgr.targets import LabelledData
+from dgr.training import check_finite
 from pipelines import audit, figures, registry, tracking
 from pipelines.cluster import WorkerPlan, alive_nodes, driver_node, plan_workers, ray_init_args
 from pipelines.credentials import has_password
@@ -103,12 +104,15 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
     start = time.perf_counter()
     data_root, workdir = data_root.absolute(), workdir.absolute()  # workers and trials run elsewhere
     tasks = build_stream(config.stream, data_root, config.run.seed)  # bad data fails before Ray starts
+    # an architecture these inputs cannot feed (a conv generator's sides) fails here, not in every worker
+    new_scholar(config, tasks[0].input_shape, output_size(Scenario(config.stream.scenario), [t.info for t in tasks]))
     tracking_uri = tracking.configure_tracking(workdir)
     experiment = tracking.ensure_experiment(EXPERIMENT, workdir)
     name, digest = pipeline.chain_name(config), config_hash(config)
     if restart:
         registry.clear_chain(name)
     done = registry.chain_tasks(name, digest)
+    _check_same_data(name, done, tasks)
     result = ChainResult(name, [matrix_row(t.accuracies, len(tasks)) for t in done], [t.version for t in done], 0.0,
                          [matrix_row(t.validation, len(tasks)) for t in done if t.validation])
     plan = None
@@ -133,6 +137,17 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
     tracking.finish_chain_run(chain.run_id, average_accuracy(result.accuracy_matrix), step=len(tasks) - 1)
     result.wall_seconds = time.perf_counter() - start
     return result
+
+
+def _check_same_data(name: str, done: Sequence[registry.RegisteredTask], tasks: Sequence[Task]) -> None:
+    """A resumed chain goes on from scholars trained on this very data (another --data-root, or changed
+    files under it, would carry on silently otherwise)."""
+    for registered in done:
+        if registered.data_fingerprint != (now := fingerprint(tasks[registered.task])):
+            raise tracking.RegistryError(
+                f"registered model {name}: version {registered.version} (task {registered.task}) was trained on "
+                f"data with fingerprint {registered.data_fingerprint}, this run's task {registered.task} has {now} "
+                "(another --data-root or changed files); rerun with --restart or choose another --name")
 
 
 def _stopped_status(exc: BaseException) -> str:
@@ -229,6 +244,8 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
             if run_ahead and following is not None:  # the workers are training it already
                 task_runs[following.index] = _open_task_run(chain, following, gate)
             registering = time.perf_counter()
+            check_finite(task.index, {k.removeprefix("loss_"): v for k, v in payload["metrics"].items()
+                                      if k.startswith("loss_")})  # a diverged scholar is never registered
             version = _register_task(chain, task, task_runs[task.index], _scholar_of(payload), payload["metrics"])
             tracking.end_run(task_runs.pop(task.index), "FINISHED")
             chain.result.train_seconds.append(payload["metrics"]["train_seconds"])

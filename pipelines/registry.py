@@ -38,6 +38,7 @@ class RegisteredTask:
     accuracies: list[float]
     config_hash: str
     validation: list[float]  # empty when the stream holds no validation data out
+    data_fingerprint: str  # of the task's training data (`pipelines.chain.fingerprint`)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ def _registered_task(chain: str, k: int, version: ModelVersion) -> RegisteredTas
 
     return RegisteredTask(task=k, version=str(version.version), run_id=version.run_id or "",
                           accuracies=numbers("test_accuracies", ""), config_hash=tags.get("config_hash", ""),
-                          validation=numbers("validation_accuracies", "[]"))
+                          validation=numbers("validation_accuracies", "[]"),
+                          data_fingerprint=tags.get("data_fingerprint", ""))
 
 
 def _is_number(value: object) -> bool:

@@ -6,6 +6,7 @@ Every call goes through `MlflowClient`, so no active-run state leaks between cal
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import time
@@ -50,19 +51,34 @@ def configure_tracking(workdir: Path) -> str:
         workdir = Path(workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{workdir}/mlflow.db"
+    uri = _absolute_sqlite(uri)
     if uri.startswith(("http://", "https://")):
         _check_reachable(uri)
-    with mlflow_step(f"MLflow tracking URI {uri}"):
+    try:
         MlflowClient(uri)  # builds its stores: an unsupported scheme fails here in one line, not later
+    except Exception as exc:  # noqa: BLE001 - the URI is the user's: MLflow, SQLAlchemy, a missing driver...
+        raise RegistryError(f"MLflow tracking URI {masked(uri)}: {one_line(exc)}") from None
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def _absolute_sqlite(uri: str) -> str:
+    """`sqlite:///mlflow.db` names a file relative to the current folder; Ray workers run in another one,
+    so they get the absolute path (`sqlite:////abs/mlflow.db`)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.startswith(prefix + "/"):
+        return uri
+    path, query = uri[len(prefix):].partition("?")[::2]
+    if path in ("", ":memory:"):
+        return uri
+    return f"{prefix}{Path(path).resolve()}" + (f"?{query}" if query else "")
 
 
 def _check_reachable(uri: str) -> None:
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
             return
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:  # or a malformed URI
         reason = getattr(exc, "reason", exc)
         raise RegistryError(
             f"MLflow tracking server {masked(uri)} is unreachable: {one_line(reason)}; start one "

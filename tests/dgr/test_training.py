@@ -16,7 +16,7 @@ from dgr.scholar import Scholar, new_scholar
 from dgr.sequence import TaskEvaluated, replay_source, run_sequence
 from dgr.streams import Task, TaskInfo
 from dgr.targets import LabelledData, Targets
-from dgr.training import Progress, task_rng, train_task
+from dgr.training import Diverged, Progress, task_rng, train_task
 from tests.conftest import tiny_config
 
 OUTPUTS = 6  # class-IL over the 3 tiny tasks
@@ -247,3 +247,8 @@ def test_bf16_precision_runs(tiny_stream: list[Task]) -> None:
     result = run_sequence(tiny_config(run={"precision": "bf16"}), tiny_stream)
     assert_valid_matrix(result.accuracy_matrix)
     assert finite_losses(result.training[-1].losses)
+
+
+def test_a_diverged_task_ends_the_sequence_naming_the_loss_and_its_rate(tiny_stream: list[Task]) -> None:
+    with pytest.raises(Diverged, match=r"^task 0: the solver loss is nan after training \(diverged\); lower solver\.lr$"):
+        run_sequence(tiny_config(solver={"lr": 1e20}), tiny_stream)

@@ -9,8 +9,9 @@ from mlflow.tracking import MlflowClient
 
 from dgr.config import config_hash
 from dgr.scholar import new_scholar
-from dgr.streams import TaskInfo
+from dgr.streams import TaskInfo, build_stream
 from pipelines import registry, tracking
+from pipelines.chain import fingerprint
 from pipelines.sequence import main
 from pipelines.settings import load_settings
 from tests.pipelines.conftest import TINY_CHAIN, chain_args, stored_scholar_file
@@ -85,7 +86,7 @@ def test_unreachable_tracking_server_fails_fast(
     assert "unreachable" in _error(capsys)
 
 
-def _register_task0(workdir: Path, digest: str) -> None:
+def _register_task0(workdir: Path, digest: str, data_fingerprint: str = "fp") -> None:
     """A version for task 0 of the tiny chain, registered as a previous run would have."""
     config, _ = load_settings(None, TINY_CHAIN)
     tracking.configure_tracking(workdir)
@@ -93,7 +94,7 @@ def _register_task0(workdir: Path, digest: str) -> None:
     parent = tracking.start_chain_run("tiny-chain", experiment, config, digest)
     task = TaskInfo(0, "permuted mnist 0", tuple(range(10)))
     run = tracking.start_task_run(parent, experiment, "tiny-chain", config, digest, task)
-    facts = registry.VersionFacts((task,), "permuted_mnist", "domain", "gr", digest, "fp", [0.5], None)
+    facts = registry.VersionFacts((task,), "permuted_mnist", "domain", "gr", digest, data_fingerprint, [0.5], None)
     registry.register_scholar("tiny-chain", run, new_scholar(config, (1, 28, 28), 10), facts)
 
 
@@ -106,10 +107,25 @@ def test_registry_of_another_config_refuses_to_resume(
     assert _version_count() == 1
 
 
+def _task0_fingerprint(data_root: Path) -> str:
+    config, _ = load_settings(None, TINY_CHAIN)
+    return fingerprint(build_stream(config.stream, data_root, config.run.seed)[0])
+
+
+def test_a_chain_trained_on_other_data_refuses_to_resume(
+        fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    config, _ = load_settings(None, TINY_CHAIN)
+    _register_task0(workdir, config_hash(config), "0123456789abcdef")
+    assert main(chain_args(fake_data_root, workdir)) == 2
+    message = _error(capsys)
+    assert "0123456789abcdef" in message and _task0_fingerprint(fake_data_root) in message and "--restart" in message
+    assert _version_count() == 1
+
+
 def test_corrupt_registered_checkpoint_fails_before_training_naming_the_model(
         fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
     config, _ = load_settings(None, TINY_CHAIN)
-    _register_task0(workdir, config_hash(config))
+    _register_task0(workdir, config_hash(config), _task0_fingerprint(fake_data_root))
     stored_scholar_file("tiny-chain", 0, "weights.pt").write_bytes(b"not a torch file")
     assert main(chain_args(fake_data_root, workdir)) == 2
     assert _error(capsys).startswith("error: corrupt scholar weights weights.pt of models:/tiny-chain@task-0:")
@@ -122,3 +138,35 @@ def test_an_unsupported_tracking_uri_scheme_fails_in_one_line(
     assert main(chain_args(fake_data_root, workdir)) == 2
     message = _error(capsys)
     assert message.startswith("error: MLflow tracking URI ftp://x:") and "unsupported URI" in message
+
+
+@pytest.mark.parametrize("uri, named", [
+    ("http://localhost:abc", "nonnumeric port"),
+    ("http://[::1", "Invalid IPv6 URL"),
+    ("sqlite://rel.db", "Invalid SQLite URL"),
+])
+def test_a_malformed_tracking_uri_fails_in_one_line(uri: str, named: str, fake_data_root: Path, workdir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(chain_args(fake_data_root, workdir)) == 2
+    message = _error(capsys)
+    assert uri in message and named in message
+    assert list(workdir.iterdir()) == []
+
+
+def test_a_conv_generator_on_sides_it_cannot_rebuild_fails_before_anything_starts(
+        fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(chain_args(fake_data_root, workdir, "stream.name=permuted", "stream.sources=mnist",
+                           "stream.image_size=30", "generator.kind=conv-vae", "generator.channels=4")) == 2
+    assert _error(capsys).startswith("error: generator.kind: conv-vae needs (C, H, W) inputs with H and W divisible")
+    assert not (workdir / "mlflow.db").exists()
+
+
+@pytest.mark.ray
+def test_a_diverged_task_is_not_registered(fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(chain_args(fake_data_root, workdir, "stream.num_tasks=2", "solver.lr=1e20")) == 1
+    assert _error(capsys) == "error: task 0: the solver loss is nan after training (diverged); lower solver.lr"
+    assert _version_count() == 0
+    runs = MlflowClient().search_runs([tracking.ensure_experiment("dgr", workdir)])
+    assert runs and all(run.info.status == "FAILED" for run in runs)

@@ -3,6 +3,7 @@ runs that span their training with params, loss curves and metrics at the steps 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mlflow
@@ -109,3 +110,18 @@ def test_closing_a_trial_chain_ends_its_open_runs(store_workdir: Path) -> None:
     tracking.close_open_chain_run(experiment, CHAIN, "FINISHED", 0.5, step=0)
     assert client.get_run(task).info.status == "KILLED"
     assert client.get_run(parent).info.status == "FINISHED" and _steps(parent, "average_accuracy") == [(0, 0.5)]
+
+
+def test_a_relative_sqlite_uri_reaches_the_workers_absolute(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray workers run in another folder: `sqlite:///mlflow.db` would be another store there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///stores/mlflow.db")
+    (tmp_path / "stores").mkdir()
+    try:
+        uri = tracking.configure_tracking(tmp_path / "unused")
+        assert uri == f"sqlite:///{tmp_path.resolve()}/stores/mlflow.db"
+        assert mlflow.get_tracking_uri() == uri and os.environ["MLFLOW_TRACKING_URI"] == uri
+    finally:
+        mlflow.set_tracking_uri(None)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
