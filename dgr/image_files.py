@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,7 +31,8 @@ def decode(data: bytes | Path, name: str) -> np.ndarray:
             image.load()  # decodes now, so a truncated file fails here rather than later
             grey = image.mode in ("1", "L", "LA", "I", "I;16", "F")
             array = np.asarray(image.convert("L" if grey else "RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    # DecompressionBombError: a header claiming over 2 * MAX_IMAGE_PIXELS pixels (not an OSError)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise DatasetError(" ".join(f"{name}: unreadable image ({exc})".split())) from exc
     return array[:, :, None] if array.ndim == 2 else array
 
@@ -92,16 +94,37 @@ def _check_schema(schema: Any, path: Path) -> str:
 
 
 def parquet_class_names(path: Path) -> tuple[str, ...]:
-    """The label names a Hugging Face export records in its schema metadata (a ClassLabel), else ()."""
+    """The label names a Hugging Face export records in its schema metadata (a ClassLabel's
+    `info.features.label.names`), else ().
+
+    Metadata without a `label` object there (another tool's, or a plain integer `Value` label) records no
+    names and is ignored; a `names` entry is meant as the names, so it must be a list of distinct strings
+    (an empty one records none).
+    """
     import pyarrow.parquet as pq
 
     try:
         metadata = pq.read_schema(path).metadata or {}
-        features = json.loads(metadata.get(b"huggingface", b"{}")).get("info", {}).get("features", {})
-    except Exception as exc:  # ArrowInvalid on a corrupt file, JSONDecodeError on foreign metadata
+    except Exception as exc:  # ArrowInvalid on a corrupt file
         raise _unreadable(path, exc) from exc
-    names = features.get("label", {}).get("names", []) if isinstance(features, dict) else []
-    return tuple(str(name) for name in names)
+    try:
+        label = json.loads(metadata.get(b"huggingface", b"{}"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise DatasetError(f"{path}: its 'huggingface' schema metadata is not JSON ({exc})") from exc
+    for key in ("info", "features", "label"):
+        label = label.get(key) if isinstance(label, dict) else None
+    if not isinstance(label, dict) or "names" not in label:
+        return ()
+    names = label["names"]
+    where = f"{path}: info.features.label.names in its 'huggingface' schema metadata"
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        shown = json.dumps(names)
+        raise DatasetError(f"{where} must be a list of distinct strings, got "
+                           f"{shown if len(shown) <= 60 else shown[:57] + '...'}")
+    repeated = [(name, count) for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise DatasetError(f"{where} must be distinct, {repeated[0][0]!r} appears {repeated[0][1]} times")
+    return tuple(names)
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -135,24 +158,21 @@ def write_parquet(path: Path, images: np.ndarray, labels: np.ndarray, class_name
     return path
 
 
-def parquet_labels(files: Sequence[Path]) -> np.ndarray:
-    """The `label` column of the Parquet `files` alone (no image is read or decoded)."""
+def parquet_labels(path: Path) -> np.ndarray:
+    """The `label` column of the Parquet file `path` alone (no image is read or decoded)."""
     import pyarrow.parquet as pq
 
-    parts = []
-    for path in files:
-        try:
-            table = pq.ParquetFile(path)
-            _check_schema(table.schema_arrow, path)
-            column = table.read(columns=["label"]).column("label")
-        except DatasetError:
-            raise
-        except Exception as exc:  # as in read_parquet
-            raise _unreadable(path, exc) from exc
-        if column.null_count:
-            raise DatasetError(f"{path}: {column.null_count} rows without a label")
-        parts.append(column.to_numpy())
-    return np.concatenate(parts).astype(np.int64)
+    try:
+        table = pq.ParquetFile(path)
+        _check_schema(table.schema_arrow, path)
+        column = table.read(columns=["label"]).column("label")
+    except DatasetError:
+        raise
+    except Exception as exc:  # as in read_parquet
+        raise _unreadable(path, exc) from exc
+    if column.null_count:
+        raise DatasetError(f"{path}: {column.null_count} rows without a label")
+    return column.to_numpy().astype(np.int64)
 
 
 def read_parquet(files: Sequence[Path]) -> Decoded:

@@ -10,7 +10,7 @@ A relative PATH is taken under the data root; an absolute one as it is.
 
 Labels are 0..K-1: K is the length of `stream.class_names` when given, else the number of class folders
 (sorted names give the labels), else the label names a Hugging Face Parquet export records, else the
-largest training label + 1. Every check fails with a one-line
+largest training label + 1 (at most the number of training images). Every check fails with a one-line
 `DatasetError` naming the file, before any training starts.
 """
 
@@ -74,7 +74,7 @@ def source_title(text: str, root: PathArg) -> str:
 def source_classes(text: str, root: PathArg, class_names: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The source's class names (label i is the i-th), read without decoding any image: `class_names`
     if given, the digits of a built-in dataset, the class folders, a Hub export's label names, or
-    0..K-1 for the largest training label K-1."""
+    0..K-1 for the largest training label K-1 (see `_numbered_classes`)."""
     kind, path = parse_source(text)
     if class_names:
         return class_names
@@ -88,10 +88,32 @@ def source_classes(text: str, root: PathArg, class_names: tuple[str, ...] = ()) 
         names = parquet_class_names(files[0])
         if names:
             return names
-        labels = parquet_labels(files)
-    else:
-        (labels,) = _npz_arrays(base / "train.npz", ("y",))
-    return tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0))
+        return _numbered_classes({path: parquet_labels(path) for path in files})
+    path = base / "train.npz"
+    return _numbered_classes({path: _npz_arrays(path, ("y",))[0]})
+
+
+def _numbered_classes(labels: dict[Path, np.ndarray]) -> tuple[str, ...]:
+    """Class names "0".."K-1" for the training labels of each file, K their largest + 1.
+
+    K may not exceed the number of training images. A class needs a training image to be learnt, so the
+    bound only refuses data most of whose classes could not be; it scales with the data (no fixed cap to
+    outgrow), and a stray label (10**9 among four rows) fails here, naming its file, before K names or a
+    K-wide head are made. Whoever does mean classes without images lists them in stream.class_names.
+    """
+    rows = sum(len(y) for y in labels.values())
+    high = -1
+    for path, y in labels.items():
+        if not len(y):
+            continue
+        if int(y.min()) < 0:
+            raise DatasetError(f"{path}: label {int(y.min())} is negative; labels must run 0..K-1")
+        if int(y.max()) >= rows:
+            raise DatasetError(f"{path}: label {int(y.max())} would make {int(y.max()) + 1} classes for {rows} "
+                               f"training images; labels must run 0..K-1 with K at most the number of training "
+                               f"images, or stream.class_names must list the K classes")
+        high = max(high, int(y.max()))
+    return tuple(str(i) for i in range(high + 1))
 
 
 def _path(path: str, root: PathArg) -> Path:
@@ -146,8 +168,10 @@ def _npz_arrays(path: Path, keys: tuple[str, ...]) -> list[np.ndarray]:
 def _read_npz(path: Path) -> Split:
     """x uint8 (N, H, W[, C]) and y integers (N,) -> uint8 (N, C, H, W), int64 (N,)."""
     x, y = _npz_arrays(path, ("x", "y"))
-    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3)):
-        raise DatasetError(f"{path}: x must be uint8 (N, H, W) or (N, H, W, 1|3), got {x.dtype} {x.shape}")
+    if (x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3))
+            or 0 in x.shape[1:3]):
+        raise DatasetError(f"{path}: x must be uint8 (N, H, W) or (N, H, W, 1|3) with H, W >= 1, "
+                           f"got {x.dtype} {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
         raise DatasetError(f"{path}: y must have shape ({len(x)},) like x's first axis, got {y.shape}")
     images = torch.from_numpy(x if x.ndim == 4 else x[..., None]).permute(0, 3, 1, 2).contiguous()

@@ -6,6 +6,8 @@ test can read back which class an image came from.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,22 @@ def write_parquet(path: Path, labels: np.ndarray, size: int = 8, struct: bool = 
     """One Parquet file like the Hub exports: image {bytes, path} (or raw binary) and label, with the
     label names in the schema metadata as `datasets` writes a ClassLabel when `label_names` is given."""
     write_parquet_file(path, images_of(labels, size), labels, label_names or (), struct)
+
+
+def set_hub_metadata(path: Path, text: str) -> None:
+    """Replace the Parquet file's `huggingface` schema metadata (where a Hub export keeps its features) by `text`."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(pq.read_table(path).replace_schema_metadata({"huggingface": text}), path)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with an empty data stream (nothing is allocated)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 def write_npz(base: Path, classes: int, per_class: dict[str, int], size: int = 8, channels: int = 0) -> None:

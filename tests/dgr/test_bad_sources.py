@@ -13,7 +13,7 @@ from dgr.datasets import DatasetError
 from dgr.streams import build_stream
 from tests.fakedata import write_mnist
 from dgr.image_files import encode_png
-from tests.userfiles import images_of, write_folder, write_npz, write_parquet
+from tests.userfiles import images_of, png_header, set_hub_metadata, write_folder, write_npz, write_parquet
 
 # An image with torch alone (a GPU machine's) still collects the `gpu` tests beside this module.
 pa = pytest.importorskip("pyarrow")
@@ -62,6 +62,20 @@ def test_truncated_image(tmp_path: Path, site: Path) -> None:
     whole = encode_png(images_of(np.array([0]), size=64)[0])
     (site / "train" / "b" / "9.png").write_bytes(whole[: len(whole) // 2])
     assert str(site / "train" / "b" / "9.png") in error(tmp_path, **folder_stream())
+
+
+def test_png_of_zero_width(tmp_path: Path, site: Path) -> None:
+    (site / "train" / "a" / "9.png").write_bytes(png_header(0, 8))
+    message = error(tmp_path, **folder_stream(image_size=8))
+    assert str(site / "train" / "a" / "9.png") in message and "unreadable image" in message
+
+
+def test_image_claiming_more_pixels_than_pil_decodes(tmp_path: Path) -> None:
+    image = png_header(20_000, 20_000)  # PIL's DecompressionBombError, raised before any pixel is allocated
+    pq.write_table(pa.table({"image": [image], "label": [0]}), tmp_path / "train.parquet")
+    write_parquet(tmp_path / "test.parquet", np.array([0]))
+    message = error(tmp_path, name="domains", sources=f"parquet:{tmp_path}")
+    assert f"{tmp_path / 'train.parquet'} row 0: unreadable image" in message and "exceeds limit" in message
 
 
 def test_class_folder_outside_the_configured_classes(tmp_path: Path, site: Path) -> None:
@@ -123,6 +137,29 @@ def test_parquet_labels_beyond_the_recorded_label_names(tmp_path: Path) -> None:
     assert str(tmp_path / "pq") in message and "0..1 (2 classes), found 0..2" in message
 
 
+@pytest.mark.parametrize("names, fault", [
+    ('"cat"', 'must be a list of distinct strings, got "cat"'),
+    ("[0, 1]", "must be a list of distinct strings, got [0, 1]"),
+    ('["cat", "dog", "cat"]', "must be distinct, 'cat' appears 2 times"),
+])
+def test_hub_label_names_that_are_not_distinct_strings(tmp_path: Path, names: str, fault: str) -> None:
+    metadata = f'{{"info": {{"features": {{"label": {{"names": {names}, "_type": "ClassLabel"}}}}}}}}'
+    for split in ("train", "test"):
+        write_parquet(tmp_path / "pq" / f"{split}.parquet", np.array([0, 1]))
+        set_hub_metadata(tmp_path / "pq" / f"{split}.parquet", metadata)
+    message = error(tmp_path, name="split", sources="parquet:pq")
+    assert str(tmp_path / "pq" / "train.parquet") in message and "info.features.label.names" in message
+    assert fault in message
+
+
+def test_hub_metadata_that_is_not_json(tmp_path: Path) -> None:
+    for split in ("train", "test"):
+        write_parquet(tmp_path / "pq" / f"{split}.parquet", np.array([0, 1]))
+        set_hub_metadata(tmp_path / "pq" / f"{split}.parquet", "{features: label}")
+    message = error(tmp_path, name="split", sources="parquet:pq")
+    assert f"{tmp_path / 'pq' / 'train.parquet'}: its 'huggingface' schema metadata is not JSON" in message
+
+
 def test_missing_parquet_split(tmp_path: Path) -> None:
     write_parquet(tmp_path / "pq" / "train.parquet", np.array([0, 1]))
     assert "no test split" in error(tmp_path, name="split", sources="parquet:pq")
@@ -135,11 +172,45 @@ def test_labels_out_of_range(tmp_path: Path) -> None:
     assert str(tmp_path / "n" / "test.npz") in message and "0..2" in message
 
 
+def npz_labels(base: Path, train: list[int], test: list[int]) -> None:
+    base.mkdir()
+    for split, y in (("train", train), ("test", test)):
+        np.savez(base / f"{split}.npz", x=np.zeros((len(y), 4, 4), np.uint8), y=np.array(y))
+
+
 def test_negative_labels(tmp_path: Path) -> None:
-    (tmp_path / "n").mkdir()
-    for split in ("train", "test"):
-        np.savez(tmp_path / "n" / f"{split}.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([-1, 1]))
-    assert "found -1..1" in error(tmp_path, name="domains", sources="npz:n")
+    npz_labels(tmp_path / "n", [-1, 1], [0, 1])
+    message = error(tmp_path, name="domains", sources="npz:n")
+    assert str(tmp_path / "n" / "train.npz") in message and "label -1 is negative" in message
+
+
+@pytest.mark.parametrize("test_label", [-1, 10**9])
+def test_test_labels_outside_the_training_classes(tmp_path: Path, test_label: int) -> None:
+    npz_labels(tmp_path / "n", [0, 1, 1], [0, test_label])
+    message = error(tmp_path, name="domains", sources="npz:n")
+    low, high = min(0, test_label), max(0, test_label)
+    assert str(tmp_path / "n" / "test.npz") in message and f"0..1 (2 classes), found {low}..{high}" in message
+
+
+def test_more_numbered_classes_than_training_images(tmp_path: Path) -> None:
+    # 10 stands for the reported 10**9: the same check, without building a billion names should it regress
+    npz_labels(tmp_path / "n", [0, 1, 0, 10], [0, 1])
+    message = error(tmp_path, name="domains", sources="npz:n")
+    assert str(tmp_path / "n" / "train.npz") in message and "label 10 would make 11 classes for 4" in message
+    npz_labels(tmp_path / "k", [3, 0, 1, 2], [0, 3])  # K = 4 classes for 4 images is allowed
+    assert build_stream(StreamConfig(name="domains", sources="npz:k"), tmp_path, seed=1)[0].classes == (0, 1, 2, 3)
+
+
+@pytest.mark.parametrize("label, fault", [(10, "label 10 would make 11 classes for 4"), (-3, "label -3 is negative")])
+def test_parquet_labels_that_number_no_class(tmp_path: Path, label: int, fault: str) -> None:
+    base = tmp_path / "pq"
+    write_parquet(base / "train" / "part-0.parquet", np.array([0, 1]))
+    write_parquet(base / "train" / "part-1.parquet", np.array([0, 1]))
+    write_parquet(base / "test.parquet", np.array([0, 1]))
+    path = base / "train" / "part-1.parquet"
+    pq.write_table(pq.read_table(path).set_column(1, "label", pa.array([0, label], pa.int64())), path)
+    message = error(tmp_path, name="split", sources="parquet:pq")
+    assert str(path) in message and fault in message  # the shard that holds the label
 
 
 def test_labels_that_are_not_integers(tmp_path: Path) -> None:
@@ -154,12 +225,22 @@ def test_labels_that_are_not_integers(tmp_path: Path) -> None:
     ({"x": np.zeros((2, 4, 4, 2), np.uint8), "y": np.array([0, 1])}, "x must be uint8"),
     ({"x": np.zeros((2, 4, 4), np.uint8), "y": np.array([0, 1, 1])}, "y must have shape (2,)"),
     ({"images": np.zeros((2, 4, 4), np.uint8)}, "expected arrays x and y"),
+    ({"x": np.zeros((2, 0, 4), np.uint8), "y": np.array([0, 1])}, "with H, W >= 1, got uint8 (2, 0, 4)"),
+    ({"x": np.zeros((2, 4, 0, 3), np.uint8), "y": np.array([0, 1])}, "with H, W >= 1, got uint8 (2, 4, 0, 3)"),
 ])
 def test_npz_with_wrong_arrays(tmp_path: Path, arrays: dict[str, np.ndarray], fault: str) -> None:
     (tmp_path / "n").mkdir()
     np.savez(tmp_path / "n" / "train.npz", **arrays)
     message = error(tmp_path, name="domains", sources="npz:n")
     assert str(tmp_path / "n" / "train.npz") in message and fault in message
+
+
+def test_npz_of_empty_images_with_a_resize_rule(tmp_path: Path) -> None:
+    (tmp_path / "n").mkdir()
+    for split in ("train", "test"):
+        np.savez(tmp_path / "n" / f"{split}.npz", x=np.zeros((4, 0, 8), np.uint8), y=np.array([0, 1, 0, 1]))
+    message = error(tmp_path, name="domains", sources="npz:n", image_size=8)
+    assert str(tmp_path / "n" / "train.npz") in message and "(N, H, W)" in message and "H, W >= 1" in message
 
 
 def test_truncated_npz(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from dgr.shapes import InputShape
 from dgr.sources import load_source
 from tests.conftest import REPO
 from tests.fakedata import write_mnist
-from tests.userfiles import images_of, write_folder, write_npz, write_parquet
+from tests.userfiles import images_of, set_hub_metadata, write_folder, write_npz, write_parquet
 
 CLASSES = ["cat", "dog", "owl"]
 
@@ -68,6 +68,20 @@ def test_parquet_label_names_from_the_hub_metadata(tmp_path: Path) -> None:
         write_parquet(tmp_path / "pq" / f"{split}.parquet", np.array([0, 1, 1]), label_names=["cat", "dog", "owl"])
     source = load_source("parquet:pq", tmp_path, InputShape())
     assert source.class_names == ("cat", "dog", "owl")  # 'owl' has no images, yet it is a class
+
+
+@pytest.mark.parametrize("metadata", [
+    '{"info": {"features": {"label": {"dtype": "int64", "_type": "Value"}}}}',  # a plain integer label
+    '{"info": {"features": {"label": "x"}}}',
+    '{"info": "x"}',
+    '{"features": {"label": {"names": ["a", "b", "c"]}}}',  # not under "info", where the Hub writes features
+    '[1, 2]',
+])
+def test_parquet_metadata_recording_no_label_names_is_ignored(tmp_path: Path, metadata: str) -> None:
+    for split in ("train", "test"):
+        write_parquet(tmp_path / "pq" / f"{split}.parquet", np.array([0, 1, 1]))
+        set_hub_metadata(tmp_path / "pq" / f"{split}.parquet", metadata)
+    assert load_source("parquet:pq", tmp_path, InputShape()).class_names == ("0", "1")
 
 
 @pytest.mark.parametrize("channels", [0, 3])
