@@ -97,6 +97,27 @@ def plan_workers(pipeline: PipelineConfig, nodes: Sequence[Node], driver: Node |
                       runs_ahead(pipeline.run_ahead, workers * cpus, gpus, driver))
 
 
+def check_placeable(plan: WorkerPlan, nodes: Sequence[Node], pipeline: PipelineConfig) -> None:
+    """For a Ray that cannot grow (the local one a driver starts): a worker group its nodes cannot hold
+    would wait for ever, so name the setting that asks too much. A cluster's autoscaler may add nodes."""
+    if plan.use_gpu and not any(node.get("GPU", 0.0) > 0 for node in nodes):
+        raise ConfigError("pipeline.use_gpu: true, but this machine's Ray has no GPU; use auto or false")
+
+    def holds(node: Node) -> int:
+        each = [node.get("CPU", 0.0) / plan.cpus] + ([node.get("GPU", 0.0) / plan.gpus] if plan.use_gpu else [])
+        return math.floor(min(each) + 1e-9)
+
+    if sum(holds(node) for node in nodes) >= plan.num_workers:
+        return
+    field = ("pipeline.worker_cpus" if pipeline.worker_cpus else
+             "pipeline.threads_per_worker" if pipeline.threads_per_worker != AUTO else "pipeline.num_workers")
+    gpus = f" and {plan.gpus:g} GPU" if plan.use_gpu else ""
+    largest = max(nodes, key=lambda node: node.get("CPU", 0.0), default={})
+    raise ConfigError(f"{field}: {plan.num_workers} worker(s) holding {plan.cpus:g} CPU{gpus} each do not fit "
+                      f"on this machine's Ray (largest node: {largest.get('CPU', 0.0):g} CPU, "
+                      f"{largest.get('GPU', 0.0):g} GPU); ask for less")
+
+
 def runs_ahead(setting: str, worker_cpus: float, gpus: float, driver: Node | None) -> bool:
     """`auto`: the workers train the next task while the driver registers the last one when that takes
     them no CPU: they train on GPUs, or the driver's node keeps a CPU they do not reserve (or reserves

@@ -170,3 +170,11 @@ def test_a_diverged_task_is_not_registered(fake_data_root: Path, workdir: Path, 
     assert _version_count() == 0
     runs = MlflowClient().search_runs([tracking.ensure_experiment("dgr", workdir)])
     assert runs and all(run.info.status == "FAILED" for run in runs)
+
+
+@pytest.mark.ray
+def test_workers_the_local_ray_cannot_hold_fail_instead_of_waiting(
+        fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(chain_args(fake_data_root, workdir, "pipeline.num_workers=1", "pipeline.threads_per_worker=64")) == 2
+    assert _error(capsys).startswith("error: pipeline.threads_per_worker: 1 worker(s) holding 64 CPU each do not fit")
+    assert _version_count() == 0 and not MlflowClient().search_runs([tracking.ensure_experiment("dgr", workdir)])

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from dgr.config import ConfigError
-from pipelines.cluster import WorkerPlan, pinned, plan_workers, trial_plan, trial_slots, wants_gpu
+from pipelines.cluster import (WorkerPlan, check_placeable, pinned, plan_workers, trial_plan, trial_slots,
+                              wants_gpu)
 from pipelines.settings import PipelineConfig
 from pipelines.trainer import chain_trainer
 
@@ -101,3 +102,24 @@ def test_the_torch_trainer_asks_for_the_planned_resources(plan: WorkerPlan, tmp_
     expected = {"CPU": plan.cpus, **({"GPU": plan.gpus} if plan.gpus else {})}
     assert scaling.resources_per_worker == expected
     assert trainer.run_config.failure_config.max_failures == 3
+
+
+@pytest.mark.parametrize("pipeline, named", [
+    (replace(AUTO, threads_per_worker=8), r"^pipeline\.threads_per_worker: 1 worker\(s\) holding 8 CPU each do not fit"),
+    (replace(AUTO, num_workers=3, threads_per_worker=1), r"^pipeline\.threads_per_worker: 3 worker\(s\)"),
+    (replace(AUTO, num_workers=4), r"^pipeline\.num_workers: 4 worker\(s\) holding 1 CPU"),
+    (replace(AUTO, worker_cpus=3.0), r"^pipeline\.worker_cpus: "),
+    (replace(AUTO, use_gpu="true", num_workers=1), r"^pipeline\.use_gpu: true, but this machine's Ray has no GPU"),
+])
+def test_a_worker_group_a_fixed_ray_cannot_hold_names_the_setting(pipeline: PipelineConfig, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        check_placeable(plan_workers(pipeline, LAPTOP), LAPTOP, pipeline)
+
+
+@pytest.mark.parametrize("pipeline", [AUTO, replace(AUTO, num_workers=2), replace(AUTO, worker_cpus=0.5)])
+def test_a_worker_group_that_fits_passes(pipeline: PipelineConfig) -> None:
+    check_placeable(plan_workers(pipeline, LAPTOP), LAPTOP, pipeline)
+    two_gpus = [{"CPU": 0.0}, {"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}]
+    check_placeable(plan_workers(AUTO, two_gpus), two_gpus, AUTO)
+    with pytest.raises(ConfigError, match=r"^pipeline\.num_workers: 3 worker\(s\) holding 4 CPU and 1 GPU"):
+        check_placeable(plan_workers(replace(AUTO, num_workers=3), two_gpus), two_gpus, AUTO)
