@@ -8,14 +8,17 @@
         generator.hidden: {choice: [100, 400]}
       asha: {grace_period: 1, reduction_factor: 2}
 
-Samplers: choice, grid (every value, once per sample), uniform, loguniform, randint (Tune's own). Every
-value a sampler can produce is checked against the config's validation, so an r outside (0, 1] or a
-negative capacity fails at once with its dotted key. Trials are compared on validation accuracy, so the
-config must hold validation data out of each task (`stream.validation` > 0).
+Samplers: choice, grid (every value, once per sample), uniform, loguniform (floats), randint (integers
+in [low, high), high excluded as in Tune). Every value a sampler can produce (a range by its ends) is
+checked against the config's validation, so an r outside (0, 1], a negative capacity or a float for an
+integer key fails at once with its dotted key. Trials are compared on validation accuracy, so every
+trial's config must hold validation data out of each task (`stream.validation` > 0).
 """
 
 from __future__ import annotations
 
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -44,18 +47,42 @@ class SweepSpec:
                     "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
         return {key: samplers[kind](values) for key, spec in self.space.items() for kind, values in spec.items()}
 
+    def trial_configs(self, base: Config) -> list[Config]:
+        """`base` with each swept key at each value its sampler can produce (a range by its ends)."""
+        return [from_flat({key: value}, base) for key, spec in self.space.items()
+                for value in _values_to_check(key, *next(iter(spec.items())))]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _field_type(key: str) -> Any:
+    section, _, name = key.partition(".")
+    return typing.get_type_hints(typing.get_type_hints(Config)[section])[name]
+
 
 def _values_to_check(key: str, kind: str, values: Any) -> list[Any]:
+    """The values of `key` that its sampler can produce, for the config to check: a range by its ends,
+    as the type Tune samples it in."""
+    where = f"sweep.space.{key}.{kind}"
     if kind in ("choice", "grid"):
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"sweep.space.{key}.{kind}: expected a non-empty list of values, got {values!r}")
+            raise ConfigError(f"{where}: expected a non-empty list of values, got {values!r}")
         return values
-    if not isinstance(values, list) or len(values) != 2 or not all(isinstance(v, (int, float)) for v in values) \
+    if not isinstance(values, list) or len(values) != 2 or not all(_number(v) for v in values) \
             or values[0] >= values[1]:
-        raise ConfigError(f"sweep.space.{key}.{kind}: expected [low, high] with low < high, got {values!r}")
+        raise ConfigError(f"{where}: expected [low, high] with low < high, got {values!r}")
+    if kind == "loguniform" and values[0] <= 0:
+        raise ConfigError(f"{where}: expected [low, high] with 0 < low < high, got {values!r}")
     if kind == "randint":
+        if not all(isinstance(v, int) for v in values):
+            raise ConfigError(f"{where}: expected integers [low, high] (high excluded), got {values!r}")
         return [values[0], values[1] - 1]  # Tune's randint excludes the upper bound
-    return list(values)
+    if _field_type(key) is int:
+        raise ConfigError(f"{where}: {key} takes integers and {kind} samples floats; use randint: [low, high] "
+                          "(high excluded), choice or grid")
+    return [float(v) for v in values]
 
 
 def parse_sweep(values: Mapping[str, Any] | None, base: Config) -> SweepSpec:
@@ -68,14 +95,15 @@ def parse_sweep(values: Mapping[str, Any] | None, base: Config) -> SweepSpec:
     space = values.get("space", DEFAULT_SPACE)
     if not isinstance(space, Mapping) or not space:
         raise ConfigError(f"sweep.space: expected a mapping of config keys to samplers, got {space!r}")
-    keys = set(config_keys())
+    keys, checked = set(config_keys()), {}
     for key, spec in space.items():
         if key not in keys:
             raise ConfigError(f"sweep.space.{key}: unknown config key")
         if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
             raise ConfigError(f"sweep.space.{key}: expected one sampler of {', '.join(SAMPLERS)}, got {spec!r}")
         kind, sampled = next(iter(spec.items()))
-        for value in _values_to_check(key, kind, sampled):
+        checked[key] = _values_to_check(key, kind, sampled)
+        for value in checked[key]:
             try:
                 from_flat({key: value}, base)
             except ConfigError as exc:
@@ -87,7 +115,15 @@ def parse_sweep(values: Mapping[str, Any] | None, base: Config) -> SweepSpec:
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"sweep.{name}: expected an integer >= {low}, got {value!r}")
-    if base.stream.validation <= 0:
-        raise ConfigError("stream.validation: a sweep selects and stops trials on validation accuracy, never on "
-                          "test accuracy; expected a fraction > 0 (e.g. --set stream.validation=0.1), got 0")
+    _check_validation(checked.get("stream.validation"), base)
     return spec
+
+
+def _check_validation(swept: list[Any] | None, base: Config) -> None:
+    """Every trial selects on validation data: the values swept for `stream.validation`, else the base's."""
+    for value in swept or [base.stream.validation]:
+        if value <= 0:
+            where, hint = ("sweep.space.stream.validation", "") if swept else \
+                ("stream.validation", " (e.g. --set stream.validation=0.1)")
+            raise ConfigError(f"{where}: a sweep selects and stops trials on validation accuracy, never on test "
+                              f"accuracy; expected a fraction > 0{hint}, got {value!r}")

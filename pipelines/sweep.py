@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -28,7 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from dgr.config import Config, config_hash, flatten, from_flat
+from dgr.config import Config, ConfigError, config_hash, flatten, from_flat
 from dgr.datasets import resolve_data_root
 from pipelines import cli, figures, registry, tracking
 from pipelines.chain import EXPERIMENT
@@ -37,10 +38,22 @@ from pipelines.search_space import SweepSpec, parse_sweep
 from pipelines.settings import DEFAULT_CONFIG, PipelineConfig, check_batch_split, load_settings, read_yaml
 
 
+TRIAL_ID = "00000_00000"  # the shape of Tune's trial ids (5 hex digits, a counter), for checking names
+
+
 class SweepInterrupted(Exception):
     """Tune stopped on a signal before every trial ended; its saved state lets a rerun resume it."""
 
 
+def _check_sweep_name(sweep: str, pipeline: PipelineConfig) -> None:
+    """Each trial's chain is named `<sweep>-<trial id>` (its `pipeline.name`, and its registered model):
+    a sweep name that makes those names fail `pipeline.name`'s rule, or the registry's, fails here and
+    not in every trial."""
+    trial = f"{sweep}-{TRIAL_ID}"
+    try:
+        tracking.checked_name(dataclasses.replace(pipeline, name=trial).name)
+    except (ConfigError, tracking.RegistryError) as exc:
+        raise ConfigError(f"--name {sweep!r}: trials are named {sweep}-<trial id>, and {exc}") from None
 
 
 @contextlib.contextmanager
@@ -120,12 +133,25 @@ def _graced_accuracy(result: Any, grace: int) -> float | None:
     return float(early.iloc[-1]) if len(early) else None
 
 
+@contextlib.contextmanager
+def _ended_if_failed(sweep_run: str) -> Iterator[None]:
+    """A sweep that stops before its end leaves its run KILLED (interrupted) or FAILED, not RUNNING; a
+    rerun with the same name logs into it again."""
+    try:
+        yield
+    except BaseException as exc:
+        tracking.end_run(sweep_run, "KILLED" if isinstance(exc, (SweepInterrupted, KeyboardInterrupt)) else "FAILED")
+        raise
+
+
 def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_root: Path, workdir: Path,
               name: str) -> dict[str, Any]:
     import ray
 
     from dgr.streams import build_stream
 
+    sweep = name or f"sweep-{config_hash(config)}"
+    _check_sweep_name(sweep, pipeline)
     data_root, workdir = data_root.absolute(), workdir.absolute()  # trials run in their own directories
     num_tasks = len(build_stream(config.stream, data_root, config.run.seed))  # bad data fails here
     tracking.configure_tracking(workdir)
@@ -134,50 +160,51 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
         ray.init(**ray_init_args())
     nodes = alive_nodes()
     plan = trial_plan(pipeline, nodes)
-    check_batch_split(config, plan.num_workers)
-    sweep = name or f"sweep-{config_hash(config)}"
+    for trial_config in [config, *spec.trial_configs(config)]:
+        check_batch_split(trial_config, plan.num_workers)
     sweep_run = tracking.start_sweep_run(experiment, sweep, {"space": json.dumps(spec.space),
                                                              "samples": str(spec.samples)})
-    concurrent = spec.max_concurrent or trial_slots(nodes, plan)
-    print(f"sweep {sweep}: up to {concurrent} trial(s) at a time, each with {plan.describe()}", flush=True)
-    storage, pipeline = pipeline.ray_storage(workdir), pinned(pipeline, plan)
-    with _interruptible() as interrupted:
-        results = _tuner(spec, config, pipeline, data_root, workdir, sweep, sweep_run, num_tasks, storage,
-                         concurrent).fit()
-    if interrupted.is_set():
-        raise SweepInterrupted(f"sweep {sweep} interrupted; rerun with --name {sweep} to resume it")
-    keys = list(spec.space)
-    rows = []
-    for result in results:
-        if result.metrics and "tasks" in result.metrics:
-            params = {k: result.config[k] for k in keys}
-            rows.append({"trial": result.metrics["trial_id"], **params, **{m: result.metrics[m] for m in
-                         ("tasks", "validation_accuracy", "average_accuracy", "forgetting", "registered_model")},
-                         "graced_accuracy": _graced_accuracy(result, spec.grace_period),
-                         "finished": result.metrics["tasks"] == num_tasks})
-    for r in rows:  # Tune ends the last trials' actors without waiting for their chains to close their runs
-        tracking.close_open_chain_run(experiment, r["registered_model"], *(("FINISHED", r["average_accuracy"])
-                                      if r["finished"] else ("KILLED", None)), step=r["tasks"] - 1)
-    finished = [r for r in rows if r["finished"]]
-    if not finished:
-        raise RuntimeError(f"sweep {sweep}: no trial finished all {num_tasks} tasks")
-    best = max(finished, key=lambda r: r["validation_accuracy"])
-    best_task = registry.chain_tasks(best["registered_model"], config_hash(from_flat({**flatten(config),
-                                                                              **{k: best[k] for k in keys}})))
-    registry.set_alias(best["registered_model"], "best", best_task[-1].version)
-    for r in rows:  # one registered model per sweep: the best chain's (see README, Sweeps)
-        if r["registered_model"] != best["registered_model"]:
-            registry.drop_chain(r["registered_model"])
-    table = summarize(rows, keys, spec.grace_period)
-    with tempfile.TemporaryDirectory() as folder:
-        files = {"sweep_summary.md": Path(folder) / "sweep_summary.md",
-                 "sweep_trials.json": Path(folder) / "sweep_trials.json"}
-        files["sweep_summary.md"].write_text(table + "\n")
-        files["sweep_trials.json"].write_text(json.dumps(rows, indent=1))
-        files["sweep_accuracy.png"] = figures.sweep_plot(rows, keys, Path(folder) / "sweep_accuracy.png")
-        tracking.finish_run(sweep_run, files, {"best_model": f"models:/{best['registered_model']}@best"})
-    return {"sweep": sweep, "table": table, "trials": rows, "best": best,
-            "best_model_uri": f"models:/{best['registered_model']}@best"}
+    with _ended_if_failed(sweep_run):
+        concurrent = spec.max_concurrent or trial_slots(nodes, plan)
+        print(f"sweep {sweep}: up to {concurrent} trial(s) at a time, each with {plan.describe()}", flush=True)
+        storage, pipeline = pipeline.ray_storage(workdir), pinned(pipeline, plan)
+        with _interruptible() as interrupted:
+            results = _tuner(spec, config, pipeline, data_root, workdir, sweep, sweep_run, num_tasks, storage,
+                             concurrent).fit()
+        if interrupted.is_set():
+            raise SweepInterrupted(f"sweep {sweep} interrupted; rerun with --name {sweep} to resume it")
+        keys = list(spec.space)
+        rows = []
+        for result in results:
+            if result.metrics and "tasks" in result.metrics:
+                params = {k: result.config[k] for k in keys}
+                rows.append({"trial": result.metrics["trial_id"], **params, **{m: result.metrics[m] for m in
+                             ("tasks", "validation_accuracy", "average_accuracy", "forgetting", "registered_model")},
+                             "graced_accuracy": _graced_accuracy(result, spec.grace_period),
+                             "finished": result.metrics["tasks"] == num_tasks})
+        for r in rows:  # Tune ends the last trials' actors without waiting for their chains to close their runs
+            tracking.close_open_chain_run(experiment, r["registered_model"], *(("FINISHED", r["average_accuracy"])
+                                          if r["finished"] else ("KILLED", None)), step=r["tasks"] - 1)
+        finished = [r for r in rows if r["finished"]]
+        if not finished:
+            raise RuntimeError(f"sweep {sweep}: no trial finished all {num_tasks} tasks")
+        best = max(finished, key=lambda r: r["validation_accuracy"])
+        best_task = registry.chain_tasks(best["registered_model"], config_hash(from_flat({**flatten(config),
+                                                                                  **{k: best[k] for k in keys}})))
+        registry.set_alias(best["registered_model"], "best", best_task[-1].version)
+        for r in rows:  # one registered model per sweep: the best chain's (see README, Sweeps)
+            if r["registered_model"] != best["registered_model"]:
+                registry.drop_chain(r["registered_model"])
+        table = summarize(rows, keys, spec.grace_period)
+        with tempfile.TemporaryDirectory() as folder:
+            files = {"sweep_summary.md": Path(folder) / "sweep_summary.md",
+                     "sweep_trials.json": Path(folder) / "sweep_trials.json"}
+            files["sweep_summary.md"].write_text(table + "\n")
+            files["sweep_trials.json"].write_text(json.dumps(rows, indent=1))
+            files["sweep_accuracy.png"] = figures.sweep_plot(rows, keys, Path(folder) / "sweep_accuracy.png")
+            tracking.finish_run(sweep_run, files, {"best_model": f"models:/{best['registered_model']}@best"})
+        return {"sweep": sweep, "table": table, "trials": rows, "best": best,
+                "best_model_uri": f"models:/{best['registered_model']}@best"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

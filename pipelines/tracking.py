@@ -156,12 +156,14 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
 
 
 def start_sweep_run(experiment_id: str, name: str, params: dict[str, str]) -> str:
-    """The sweep's parent run, found again by name on resume (a restored sweep logs into it again)."""
+    """The sweep's parent run, RUNNING: found again by name on resume (a restored sweep logs into it
+    again, and sets it running again), or a new one."""
     client = MlflowClient()
     with mlflow_step(f"sweep run {name}"):
         found = client.search_runs([experiment_id], filter_string=f"tags.`dgr.sweep` = '{name}'",
                                    run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
         if found:
+            client.update_run(found[0].info.run_id, status="RUNNING")
             return found[0].info.run_id
         run = client.create_run(experiment_id, run_name=name, tags={"dgr.sweep": name})
         client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])

@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dgr.config import ConfigError
+from pipelines import sweep as sweep_module
 from pipelines.search_space import parse_sweep
 from pipelines.settings import load_settings
 from pipelines.sweep import main
@@ -26,17 +27,30 @@ BASE, _ = load_settings(None, [*TINY_CHAIN, "stream.validation=0.25"])
 
 @pytest.mark.parametrize("space, named", [
     ({"replay.bogus": {"choice": [1]}}, "sweep.space.replay.bogus"),
-    ({"replay.ratio": {"choice": ["1/t", 1.5]}}, "replay.ratio"),
-    ({"replay.ratio": {"uniform": [0.0, 0.5]}}, "replay.ratio"),
-    ({"generator.latent": {"choice": [16, -4]}}, "generator.latent"),
-    ({"generator.hidden": {"randint": [0, 10]}}, "generator.hidden"),
+    ({"replay.ratio": {"choice": ["1/t", 1.5]}}, "sweep.space.replay.ratio"),
+    ({"replay.ratio": {"uniform": [0.0, 0.5]}}, "sweep.space.replay.ratio"),
+    ({"generator.latent": {"choice": [16, -4]}}, "sweep.space.generator.latent"),
+    ({"generator.hidden": {"randint": [0, 10]}}, "sweep.space.generator.hidden"),
     ({"generator.hidden": {"normal": [1, 2]}}, "sweep.space.generator.hidden"),
     ({"generator.hidden": {"uniform": [10, 5]}}, "sweep.space.generator.hidden.uniform"),
+    # a float sampler over an integer key: every trial would fail on its first config
+    ({"generator.latent": {"uniform": [4, 8]}}, "sweep.space.generator.latent.uniform: use randint"),
+    ({"generator.latent": {"loguniform": [4, 8]}}, "sweep.space.generator.latent.loguniform: use randint"),
+    ({"generator.latent": {"randint": [4.5, 8]}}, "sweep.space.generator.latent.randint: expected integers"),
+    ({"stream.validation": {"loguniform": [0, 0.5]}}, "sweep.space.stream.validation.loguniform: 0 < low"),
+    ({"solver.lr": {"uniform": [0.001, float("inf")]}}, "sweep.space.solver.lr.uniform"),
+    ({"solver.lr": {"uniform": [True, 2]}}, "sweep.space.solver.lr.uniform"),
+    # a trial without validation data could not be selected on it: the sweep's own rule, per value
+    ({"stream.validation": {"grid": [0, 0.25]}}, "sweep.space.stream.validation: never on test accuracy"),
+    ({"stream.validation": {"uniform": [0, 0.25]}}, "sweep.space.stream.validation: never on test accuracy"),
 ])
 def test_bad_search_space_fails_with_the_key(space: dict, named: str) -> None:
-    with pytest.raises(ConfigError, match=named.replace(".", r"\.")) as error:
+    """`named`: the message's start, and after ': ' what it must say."""
+    key, _, says = named.partition(": ")
+    with pytest.raises(ConfigError) as error:
         parse_sweep({"space": space}, BASE)
-    assert "\n" not in str(error.value)
+    message = str(error.value)
+    assert message.startswith(f"{key}:") and says in message and "\n" not in message, message
 
 
 def test_unknown_sweep_setting_and_bad_sample_count_fail() -> None:
@@ -50,6 +64,22 @@ def test_a_sweep_needs_validation_data_to_select_on() -> None:
     no_validation, _ = load_settings(None, TINY_CHAIN)
     with pytest.raises(ConfigError, match=r"^stream\.validation: .*never on test accuracy"):
         parse_sweep(None, no_validation)
+
+
+def test_swept_validation_data_replaces_the_base_configs() -> None:
+    no_validation, _ = load_settings(None, TINY_CHAIN)
+    spec = parse_sweep({"space": {"stream.validation": {"uniform": [0.1, 0.3]}}}, no_validation)
+    assert {c.stream.validation for c in spec.trial_configs(no_validation)} == {0.1, 0.3}
+
+
+def test_integer_keys_take_randint_and_float_keys_any_range() -> None:
+    spec = parse_sweep({"space": {"generator.latent": {"randint": [4, 8]}, "solver.lr": {"loguniform": [1e-4, 1e-2]},
+                                  "replay.ratio": {"uniform": [0.2, 1]}}}, BASE)
+    # randint excludes its upper bound, as Tune's does
+    assert [(c.generator.latent, c.solver.lr, c.replay.ratio) for c in spec.trial_configs(BASE)] == [
+        (4, BASE.solver.lr, BASE.replay.ratio), (7, BASE.solver.lr, BASE.replay.ratio),
+        (BASE.generator.latent, 1e-4, BASE.replay.ratio), (BASE.generator.latent, 1e-2, BASE.replay.ratio),
+        (BASE.generator.latent, BASE.solver.lr, 0.2), (BASE.generator.latent, BASE.solver.lr, 1.0)]
 
 
 def test_keys_left_at_their_default_can_be_searched() -> None:
@@ -69,6 +99,63 @@ def test_cli_reports_a_bad_space_in_one_line(tmp_path: Path, capsys: pytest.Capt
     assert main(["--config", str(config), "--workdir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: sweep.space.replay.ratio")
+
+
+@pytest.mark.parametrize("name, rule", [("my sweep", "pipeline.name: expected a name without spaces"),
+                                         ("a#b", "chain name 'a#b-00000_00000': use letters")])
+def test_a_sweep_name_its_trials_could_not_take_fails_before_anything_starts(
+        name: str, rule: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--workdir", str(tmp_path), "--name", name, *tiny_sweep_sets()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: --name {name!r}: trials are named {name}-<trial id>, and {rule}"), err
+    assert list(tmp_path.iterdir()) == []  # no store, no Ray state
+
+
+class _Ray:
+    """Stands in for the cluster and Tune: run_sweep's checks and its sweep run, without starting Ray."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, workdir: Path) -> None:
+        self.statuses: list[str] = []  # the sweep run's status while Tune ran, per sweep
+        self.workdir = workdir
+        monkeypatch.setattr("ray.is_initialized", lambda: True)
+        monkeypatch.setattr(sweep_module, "alive_nodes", lambda: [{"CPU": 2.0}])
+        monkeypatch.setattr(sweep_module, "_tuner", lambda *args: self)
+
+    def fit(self) -> list:  # no trial reported a task
+        self.statuses += [run.info.status for run in self.sweep_runs()]
+        return []
+
+    def sweep_runs(self) -> list:
+        client = _client(self.workdir)
+        experiment = client.get_experiment_by_name("dgr")
+        return [] if experiment is None else client.search_runs([experiment.experiment_id], "tags.`dgr.sweep` = 's'")
+
+
+@pytest.mark.mlflow
+def test_a_swept_batch_size_the_workers_cannot_split_fails_before_the_sweep_run(
+        fake_data_root: Path, store_workdir: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    ray = _Ray(monkeypatch, store_workdir)
+    config = store_workdir / "sweep.yaml"
+    config.write_text("sweep:\n  space:\n    solver.batch_size: {grid: [32, 33]}\n")
+    assert main(["--config", str(config), "--data-root", str(fake_data_root), "--workdir", str(store_workdir),
+                 "--name", "s", *tiny_sweep_sets("pipeline.num_workers=2")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: solver.batch_size: 33 does not divide among pipeline.num_workers = 2 workers")
+    assert ray.sweep_runs() == []
+
+
+@pytest.mark.mlflow
+def test_a_failed_sweep_ends_its_run_failed_and_a_rerun_sets_it_running_again(
+        fake_data_root: Path, store_workdir: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    ray = _Ray(monkeypatch, store_workdir)
+    args = ["--data-root", str(fake_data_root), "--workdir", str(store_workdir), "--name", "s", *tiny_sweep_sets()]
+    for _ in range(2):
+        assert main(args) == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1] == "error: sweep s: no trial finished all 3 tasks"
+        assert [run.info.status for run in ray.sweep_runs()] == ["FAILED"]
+    assert ray.statuses == ["RUNNING", "RUNNING"]
 
 
 def _sweep(data_root: Path, workdir: Path, workers: int) -> list[str]:
