@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 STREAMS = ("split_mnist", "split_fashion_mnist", "permuted_mnist", "mnist_svhn", "svhn_mnist")
 STREAM_KINDS = ("split", "domains", "permuted")  # general streams over `stream.sources`
@@ -29,6 +30,9 @@ AUTO_LR = {"vae": 1e-3, "conv-vae": 1e-3, "wgan-gp": 1e-4, "conv-wgan-gp": 1e-4}
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("cpu", "cuda", "auto")
 RATIO_RULE = "1/t"
+# task_rng seeds torch with ((seed * 1_000_003 + task) * 1_009 + rank) * 8 + stream, which must stay below
+# 2**64: a seed below 2**31 leaves room for about 10**14 tasks.
+SEED_LIMIT = 2**31
 
 
 class ConfigError(ValueError):
@@ -40,6 +44,11 @@ def _check(ok: bool, name: str, expected: str, value: Any) -> None:
         raise ConfigError(f"{name}: expected {expected}, got {value!r}")
 
 
+def is_number(value: Any) -> bool:
+    """A finite int or float (a bool is not a number here; inf and nan pass every comparison they should not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _int(section: str, obj: Any, name: str, low: int) -> None:
     value = getattr(obj, name)
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
@@ -48,8 +57,7 @@ def _int(section: str, obj: Any, name: str, low: int) -> None:
 
 def _positive(section: str, obj: Any, name: str) -> None:
     value = getattr(obj, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    _check(ok, f"{section}.{name}", "a number > 0", value)
+    _check(is_number(value) and value > 0, f"{section}.{name}", "a finite number > 0", value)
 
 
 def _choice(section: str, obj: Any, name: str, allowed: tuple[str, ...]) -> None:
@@ -113,8 +121,7 @@ class StreamConfig:
         _choice("stream", self, "fit", FITS)
         _check(self.channels in (0, 1, 3), "stream.channels", "0 (keep), 1 or 3", self.channels)
         v = self.validation
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
-        _check(ok, "stream.validation", "a fraction in [0, 1)", v)
+        _check(is_number(v) and 0 <= v < 1, "stream.validation", "a fraction in [0, 1)", v)
         _check(len(set(self.class_names)) == len(self.class_names), "stream.class_names", "distinct names",
                self.class_names)
         self._check_sources()
@@ -169,8 +176,8 @@ class GeneratorConfig:
         _int("generator", self, "hidden", 1)
         _int("generator", self, "layers", 1)
         lr = self.lr
-        ok = lr == AUTO or (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0)
-        _check(ok, "generator.lr", f"'{AUTO}' or a number > 0", lr)
+        ok = lr == AUTO or (is_number(lr) and lr > 0)
+        _check(ok, "generator.lr", f"'{AUTO}' or a finite number > 0", lr)
         _int("generator", self, "iterations", 0)
         _int("generator", self, "critic_steps", 1)
         _positive("generator", self, "gradient_penalty")
@@ -197,7 +204,7 @@ class ReplayConfig:
         _choice("replay", self, "targets", TARGETS)
         _positive("replay", self, "temperature")
         r = self.ratio
-        fixed = isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r <= 1
+        fixed = is_number(r) and 0 < r <= 1
         _check(fixed or r == RATIO_RULE, "replay.ratio", f"'{RATIO_RULE}' or a number in (0, 1]", r)
 
     def weight(self, task_number: int) -> float:
@@ -213,7 +220,9 @@ class RunConfig:
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
-        _int("run", self, "seed", 0)
+        seed = self.seed
+        ok = isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < SEED_LIMIT
+        _check(ok, "run.seed", f"an integer in [0, {SEED_LIMIT - 1}]", seed)
         _choice("run", self, "device", DEVICES)
         _choice("run", self, "precision", PRECISIONS)
         _int("run", self, "eval_batch_size", 1)
@@ -260,17 +269,25 @@ def config_keys() -> list[str]:
     return sorted(f"{s}.{k}" for s, values in to_dict(Config()).items() for k in values)
 
 
+def sections(values: Mapping[str, Any], extra: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """The sections of a nested mapping (YAML's shape), each a dict (an empty section is None in YAML).
+    `extra` names the sections a command reads besides the config's (`pipeline`, `sweep`), so an unknown
+    section's error lists what that command allows."""
+    allowed = [*_sections(), *extra]
+    checked: dict[str, dict[str, Any]] = {}
+    for section, inner in values.items():
+        if section not in allowed:
+            raise ConfigError(f"{section}: unknown config section (allowed: {', '.join(allowed)})")
+        if inner is not None and not isinstance(inner, Mapping):
+            raise ConfigError(f"{section}: expected a mapping of keys to values, got {inner!r}")
+        checked[section] = dict(inner or {})
+    return checked
+
+
 def from_dict(values: Mapping[str, Any], base: Config | None = None) -> Config:
     """Build a config from a nested mapping (YAML's shape); unknown keys fail with their dotted name."""
-    base = base or Config()
-    flat: dict[str, Any] = {}
-    for section, inner in values.items():
-        if section not in _sections():
-            raise ConfigError(f"{section}: unknown config section (allowed: {', '.join(_sections())})")
-        if not isinstance(inner, Mapping):
-            raise ConfigError(f"{section}: expected a mapping of keys to values, got {inner!r}")
-        flat.update({f"{section}.{k}": v for k, v in inner.items()})
-    return from_flat(flat, base)
+    flat = {f"{section}.{k}": v for section, inner in sections(values).items() for k, v in inner.items()}
+    return from_flat(flat, base or Config())
 
 
 def from_flat(values: Mapping[str, Any], base: Config | None = None) -> Config:

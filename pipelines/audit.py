@@ -210,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = cli.parser("Search every file a chain stored in MLflow for its training images.",
                       "YAML config of the chain (default configs/split_mnist.yaml)").parse_args(argv)
     try:
+        cli.check_outputs(args)
         config, pipeline = load_settings(args.config, args.set)
         tasks = build_stream(config.stream, resolve_data_root(args.data_root), config.run.seed)
         tracking.configure_tracking(args.workdir)
@@ -224,8 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {f.file} at byte {f.offset}: training image {f.image} of task {f.task} ({f.form})")
     print(f"real training data the {config.replay.arm} arm keeps: {REAL_DATA[config.replay.arm]}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"chain": name, "files": result.files, "bytes": result.bytes,
-                                         "findings": [asdict(f) for f in result.findings]}, indent=1))
+        cli.write_json(args.json, {"chain": name, "files": result.files, "bytes": result.bytes,
+                                   "findings": [asdict(f) for f in result.findings]})
     return 0 if result.clean else 1
 
 

@@ -1,11 +1,15 @@
-"""What the two commands (`dgr-sequence`, `dgr-sweep`) share: their common arguments and how a failure
-ends them: one `error:` line on stderr and a non-zero exit (2 for bad input, see `BAD_INPUT`)."""
+"""What the two commands (`dgr-sequence`, `dgr-sweep`) share: their common arguments, the check of the
+paths they write to, and how a failure ends them: one `error:` line on stderr and a non-zero exit (2 for
+bad input, see `BAD_INPUT`)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from dgr.checkpoint import CheckpointError
 from dgr.config import ConfigError
@@ -23,6 +27,31 @@ def parser(description: str, config_help: str) -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--workdir", type=Path, default=Path.cwd(), help="embedded MLflow store and Ray run state")
     return p
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """`--json` and `--workdir` checked before anything runs: they are used only after a whole chain or
+    sweep trained (`--json`) or after Ray started (`--workdir`), too late to fail on a wrong path."""
+    if args.json is not None:
+        _check_target(args.json, "--json", directory=False)
+    _check_target(args.workdir, "--workdir", directory=True)
+
+
+def _check_target(path: Path, flag: str, directory: bool) -> None:
+    """`path` is (or can be made, missing folders and all) a directory or a file we may write."""
+    kind = "a directory" if directory else "a file"
+    if path.exists() and path.is_dir() != directory:
+        raise ConfigError(f"{flag} {path}: expected {kind}, found {'a file' if directory else 'a directory'}")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir() and existing != path:
+        raise ConfigError(f"{flag} {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"{flag} {path}: {existing} is not writable")
+
+
+def write_json(path: Path, values: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values, indent=1, default=str))
 
 
 def failed(exc: BaseException, status: int) -> int:

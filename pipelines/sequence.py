@@ -10,7 +10,6 @@ The command line only; the driver is `pipelines.chain.run_chain`.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from typing import Any, Sequence
@@ -45,6 +44,7 @@ def main(argv: Sequence[str] | None = None, **chain_options: Any) -> int:
     args = parse_args(argv)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store-creation notes are noise here
     try:
+        cli.check_outputs(args)
         config, pipeline = load_settings(args.config, args.set)
         result = run_chain(config, pipeline, resolve_data_root(args.data_root), args.workdir, args.restart,
                            **chain_options)
@@ -55,8 +55,7 @@ def main(argv: Sequence[str] | None = None, **chain_options: Any) -> int:
     summary = result.summary()
     print_result(summary)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=1))
+        cli.write_json(args.json, summary)
     return 0
 
 

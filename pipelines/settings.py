@@ -16,11 +16,18 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from dgr.config import Config, ConfigError, from_dict, parse_override
+from dgr.config import Config, ConfigError, from_dict, is_number, parse_override, sections
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "split_mnist.yaml"
 AUTO = "auto"
 MAX_TITLE = 60  # characters of a chain name's stream part
+# A chain's name names its registered model, its runs (in MLflow search filters and model URIs) and its
+# Ray Train run folder (with a 13-character suffix): letters, digits, '.', '_' and '-' are safe in all of
+# them, and 100 characters stay well inside MLflow's 256 for a registered model and a file name's 255.
+MAX_NAME = 100
+CHAIN_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
+CHAIN_NAME_RULE = f"up to {MAX_NAME} letters, digits, '.', '_' or '-', the first a letter or digit"
+PIPELINE_SECTIONS = ("pipeline", "sweep")  # what a pipeline config file holds besides `dgr.config.Config`'s sections
 
 
 SWITCHES = ("use_gpu", "run_ahead")  # auto | true | false
@@ -50,15 +57,15 @@ class PipelineConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 allowed = "'auto' or an integer" if auto else "an integer"
                 raise ConfigError(f"pipeline.{name}: expected {allowed} >= {low}, got {value!r}")
-        if not _number(self.worker_cpus) or self.worker_cpus < 0:
-            raise ConfigError(f"pipeline.worker_cpus: expected a number >= 0, got {self.worker_cpus!r}")
-        if not _number(self.gpus_per_worker) or not 0 < self.gpus_per_worker <= 1:
+        if not is_number(self.worker_cpus) or self.worker_cpus < 0:
+            raise ConfigError(f"pipeline.worker_cpus: expected a finite number >= 0, got {self.worker_cpus!r}")
+        if not is_number(self.gpus_per_worker) or not 0 < self.gpus_per_worker <= 1:
             raise ConfigError(f"pipeline.gpus_per_worker: expected a number in (0, 1], got {self.gpus_per_worker!r}")
         for name in SWITCHES:
             if getattr(self, name) not in (AUTO, "true", "false"):
                 raise ConfigError(f"pipeline.{name}: expected one of auto, true, false, got {getattr(self, name)!r}")
-        if not isinstance(self.name, str) or any(c in self.name for c in " /@:"):
-            raise ConfigError(f"pipeline.name: expected a name without spaces, '/', '@' or ':', got {self.name!r}")
+        if self.name != "" and not (isinstance(self.name, str) and CHAIN_NAME.fullmatch(self.name)):
+            raise ConfigError(f"pipeline.name: expected {CHAIN_NAME_RULE}, got {self.name!r}")
 
     def chain_name(self, config: Config) -> str:
         """`pipeline.name`, else dgr-<stream>-<scenario>-<arm>, where a general stream names its sources
@@ -87,10 +94,6 @@ def _stream_title(config: Config) -> str:
     return title
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def check_batch_split(config: Config, num_workers: int) -> None:
     """The global batch is split evenly across the workers: one that does not divide fails here."""
     if config.solver.batch_size % num_workers:
@@ -98,11 +101,22 @@ def check_batch_split(config: Config, num_workers: int) -> None:
                           f"pipeline.num_workers = {num_workers} workers; use a multiple of {num_workers}")
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2's floats: PyYAML follows YAML 1.1, which reads `1e-3` (no dot) and `1.5e3` (no exponent
+    sign) as strings; here they are numbers, as `--set solver.lr=1e-3` is. A quoted '1e-3' stays a string."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.load(path.read_text(), Loader=_Loader)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (expected a UTF-8 YAML config)") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
@@ -116,10 +130,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def load_settings(path: Path | None, overrides: Sequence[str] = ()) -> tuple[Config, PipelineConfig]:
     """Config and pipeline settings from a YAML file (default: split MNIST) and `key=value` overrides."""
-    values = read_yaml(path or DEFAULT_CONFIG)
-    values.pop("sweep", None)  # read by pipelines/sweep.py
-    pipeline_values = dict(values.pop("pipeline", None) or {})
-    science: dict[str, dict[str, Any]] = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    science = sections(read_yaml(path or DEFAULT_CONFIG), PIPELINE_SECTIONS)
+    science.pop("sweep", None)  # read by pipelines/sweep.py
+    pipeline_values = science.pop("pipeline", {})
     known_pipeline = [f.name for f in dataclasses.fields(PipelineConfig)]
     for text in overrides:
         key, sep, raw = text.partition("=")

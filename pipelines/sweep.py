@@ -217,7 +217,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config, pipeline = load_settings(args.config, args.set)
+        cli.check_outputs(args)
+        config, pipeline = load_settings(args.config, args.set)  # checks every section of the file
         sweep_values = dict(read_yaml(args.config or DEFAULT_CONFIG).get("sweep") or {})
         if args.samples is not None:
             sweep_values["samples"] = args.samples
@@ -232,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary["table"])
     print(f"best: trial {summary['best']['trial']} -> {summary['best_model_uri']}")
     if args.json is not None:
-        args.json.write_text(json.dumps(summary, indent=1, default=str))
+        cli.write_json(args.json, summary)
     return 0
 
 

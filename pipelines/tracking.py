@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from dgr.config import Config, flatten
 from dgr.streams import TaskInfo
 from pipelines.credentials import masked
+from pipelines.settings import CHAIN_NAME, CHAIN_NAME_RULE
 
 HEALTH_TIMEOUT_S = 5.0  # MLflow's own client retries an unreachable server for minutes
 ARTIFACTS_DIR = "mlartifacts"
@@ -33,7 +33,6 @@ ARTIFACT_LOCATION_ENV = "DGR_ARTIFACT_LOCATION"  # artifact root of a new experi
 # a GenAI one. MLflow 3.17's UI takes the page it opens on from its sidebar switch instead (stored in the
 # browser, GenAI by default); `experiment_url` carries that switch as `workflowType`.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-_CHAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # safe inside search filters and model URIs
 
 
 class RegistryError(RuntimeError):
@@ -246,8 +245,8 @@ def log_task(run_id: str, task: TaskInfo, metrics: dict[str, float], accuracy_ro
 
 
 def checked_name(chain: str) -> str:
-    if not _CHAIN_NAME.fullmatch(chain):
-        raise RegistryError(f"chain name {chain!r}: use letters, digits, '.', '_' and '-' only")
+    if not CHAIN_NAME.fullmatch(chain):
+        raise RegistryError(f"chain name {chain!r}: expected {CHAIN_NAME_RULE}")
     return chain
 
 

@@ -6,8 +6,9 @@ from typing import Any, Callable
 
 import pytest
 
-from dgr.config import (Config, ConfigError, GeneratorConfig, ReplayConfig, SolverConfig, StreamConfig,
-                        config_hash, flatten, from_dict, from_flat, parse_override)
+from dgr.config import (SEED_LIMIT, Config, ConfigError, GeneratorConfig, ReplayConfig, RunConfig, SolverConfig,
+                        StreamConfig, config_hash, flatten, from_dict, from_flat, parse_override, sections)
+from dgr.training import task_rng
 
 
 def error_of(build: Callable[[], Any]) -> str:
@@ -210,3 +211,45 @@ def test_generator_channels_is_flattened_only_when_set() -> None:
     config = from_flat({"generator.kind": "conv-vae", "generator.channels": 32})
     assert flatten(config)["generator.channels"] == 32 and from_flat(flatten(config)) == config
     assert parse_override("generator.channels=16") == ("generator.channels", 16)
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda: SolverConfig(lr=float("inf")), "solver.lr"),
+    (lambda: GeneratorConfig(lr=float("inf")), "generator.lr"),
+    (lambda: GeneratorConfig(gradient_penalty=float("inf")), "generator.gradient_penalty"),
+    (lambda: ReplayConfig(temperature=float("inf")), "replay.temperature"),
+    (lambda: ReplayConfig(temperature=float("nan")), "replay.temperature"),
+    (lambda: ReplayConfig(ratio=float("nan")), "replay.ratio"),
+    (lambda: StreamConfig(validation=float("nan")), "stream.validation"),
+])
+def test_non_finite_numbers_fail_with_their_dotted_name(build: Callable[[], Any], name: str) -> None:
+    assert error_of(build).startswith(f"{name}: expected")
+
+
+def test_inf_written_on_the_command_line_is_refused() -> None:
+    key, value = parse_override("solver.lr=inf")
+    assert error_of(lambda: from_flat({key: value})) == "solver.lr: expected a finite number > 0, got inf"
+
+
+def test_a_seed_too_large_for_the_task_seeds_is_refused() -> None:
+    key, value = parse_override("run.seed=99999999999999999999")
+    assert error_of(lambda: from_flat({key: value})).startswith("run.seed: expected an integer in [0, ")
+    assert error_of(lambda: RunConfig(seed=SEED_LIMIT)).startswith("run.seed")
+    assert error_of(lambda: RunConfig(seed=-1)).startswith("run.seed")
+
+
+def test_the_largest_seed_still_seeds_every_task_rank_and_stream() -> None:
+    assert RunConfig(seed=SEED_LIMIT - 1).seed == SEED_LIMIT - 1
+    task_rng(SEED_LIMIT - 1, task=10_000, rank=1_000, stream=7)  # torch takes seeds below 2**64 only
+
+
+def test_sections_name_a_section_that_is_not_a_mapping() -> None:
+    assert error_of(lambda: from_dict({"solver": 5})) == "solver: expected a mapping of keys to values, got 5"
+    assert error_of(lambda: sections({"pipeline": [1]}, ("pipeline",))).startswith("pipeline: expected a mapping")
+    assert sections({"solver": None}) == {"solver": {}}  # a YAML section with every key commented out
+
+
+def test_an_unknown_section_lists_the_sections_the_reader_allows() -> None:
+    assert error_of(lambda: from_dict({"pipeline": {}})).endswith("(allowed: stream, solver, generator, replay, run)")
+    message = error_of(lambda: sections({"pipline": {}}, ("pipeline", "sweep")))
+    assert message == "pipline: unknown config section (allowed: stream, solver, generator, replay, run, pipeline, sweep)"

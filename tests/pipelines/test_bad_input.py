@@ -10,10 +10,11 @@ from mlflow.tracking import MlflowClient
 from dgr.config import config_hash
 from dgr.scholar import new_scholar
 from dgr.streams import TaskInfo, build_stream
-from pipelines import registry, tracking
+from pipelines import cli, registry, tracking
 from pipelines.chain import fingerprint
 from pipelines.sequence import main
 from pipelines.settings import load_settings
+from pipelines.sweep import main as sweep_main
 from tests.pipelines.conftest import TINY_CHAIN, chain_args, stored_scholar_file
 
 pytestmark = pytest.mark.mlflow
@@ -42,6 +43,18 @@ def _version_count(chain: str = "tiny-chain") -> int:
     ("pipeline.log_every=0", "pipeline.log_every"),
     ("pipeline.log_every=auto", "pipeline.log_every"),
     ("pipeline.run_ahead=yes", "pipeline.run_ahead"),
+    ("solver.lr=inf", "solver.lr"),
+    ("generator.lr=inf", "generator.lr"),
+    ("replay.temperature=inf", "replay.temperature"),
+    ("generator.gradient_penalty=inf", "generator.gradient_penalty"),
+    ("pipeline.worker_cpus=nan", "pipeline.worker_cpus"),
+    ("pipeline.worker_cpus=inf", "pipeline.worker_cpus"),
+    ("run.seed=99999999999999999999", "run.seed"),
+    ("pipeline.name=a'b", "pipeline.name"),
+    ("pipeline.name=-x", "pipeline.name"),
+    ("pipeline.name=café", "pipeline.name"),
+    ("pipeline.name=a#b", "pipeline.name"),
+    ("pipeline.name=" + "x" * 300, "pipeline.name"),
 ])
 def test_bad_config_values_fail_with_their_dotted_name(
         override: str, named: str, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
@@ -70,6 +83,59 @@ def test_unreadable_yaml_names_the_file(workdir: Path, capsys: pytest.CaptureFix
     config.write_text("stream: [unclosed\n")
     assert main(["--config", str(config)]) == 2
     assert str(config) in _error(capsys)
+
+
+@pytest.mark.parametrize("command", [main, sweep_main])
+@pytest.mark.parametrize("text, section", [
+    ("pipeline: 5\n", "pipeline"), ("pipeline: [a, b]\n", "pipeline"), ("pipeline: abc\n", "pipeline"),
+    ("sweep: 5\n", "sweep"), ("replay: 0.5\n", "replay"),
+])
+def test_a_section_that_is_not_a_mapping_is_named(
+        command, text: str, section: str, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    config = workdir / "bad.yaml"
+    config.write_text(text)
+    assert command(["--config", str(config), "--set", "replay.ratio=0.5"]) == 2
+    assert _error(capsys).startswith(f"error: {section}: expected a mapping of keys to values, got ")
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_an_unknown_section_lists_the_pipeline_sections(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    config = workdir / "bad.yaml"
+    config.write_text("pipline:\n  num_workers: 2\n")
+    assert main(["--config", str(config)]) == 2
+    assert _error(capsys) == ("error: pipline: unknown config section "
+                              "(allowed: stream, solver, generator, replay, run, pipeline, sweep)")
+
+
+def test_a_config_that_is_not_text_names_the_file(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    config = workdir / "figure.png"
+    config.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    assert main(["--config", str(config)]) == 2
+    assert _error(capsys) == f"error: {config}: not a text file (expected a UTF-8 YAML config)"
+
+
+@pytest.mark.parametrize("command", [main, sweep_main])
+@pytest.mark.parametrize("flag, target, expected", [
+    ("--json", "folder", "--json {}: expected a file, found a directory"),
+    ("--json", "file/result.json", "--json {}: {workdir}/file is not a directory"),
+    ("--workdir", "file", "--workdir {}: expected a directory, found a file"),
+    ("--workdir", "file/store", "--workdir {}: {workdir}/file is not a directory"),
+])
+def test_output_paths_are_checked_before_anything_runs(
+        command, flag: str, target: str, expected: str, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    (workdir / "folder").mkdir()
+    (workdir / "file").write_text("")
+    path = workdir / target
+    assert command([flag, str(path)]) == 2
+    assert _error(capsys) == "error: " + expected.format(path, workdir=workdir)
+    assert sorted(p.name for p in workdir.iterdir()) == ["file", "folder"]  # nothing written
+
+
+def test_json_results_go_into_folders_made_for_them(tmp_path: Path) -> None:
+    path = tmp_path / "no" / "such" / "results.json"
+    cli.check_outputs(cli.parser("", "").parse_args(["--json", str(path), "--workdir", str(tmp_path)]))
+    cli.write_json(path, {"accuracy": 0.5})
+    assert path.read_text() == '{\n "accuracy": 0.5\n}'
 
 
 def test_missing_data_names_the_expected_path(workdir: Path, capsys: pytest.CaptureFixture) -> None:

@@ -4,12 +4,13 @@ over different data."""
 from __future__ import annotations
 
 import dataclasses
-import re
+from pathlib import Path
 
-from dgr.config import Config, StreamConfig
-from pipelines.settings import MAX_TITLE, PipelineConfig
+import pytest
 
-CHAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # what the registry accepts
+from dgr.config import Config, ConfigError, StreamConfig
+from pipelines import tracking
+from pipelines.settings import CHAIN_NAME, MAX_NAME, MAX_TITLE, PipelineConfig, load_settings
 
 
 def _name(**stream: object) -> str:
@@ -39,9 +40,7 @@ def test_a_given_name_wins() -> None:
     assert PipelineConfig(name="north-clinic").chain_name(Config()) == "north-clinic"
 
 
-def test_switches_written_as_yaml_booleans_read_as_their_words(tmp_path) -> None:
-    from pipelines.settings import load_settings
-
+def test_switches_written_as_yaml_booleans_read_as_their_words(tmp_path: Path) -> None:
     path = tmp_path / "chain.yaml"
     path.write_text("pipeline:\n  use_gpu: false\n  run_ahead: true\n")
     _, pipeline = load_settings(path)
@@ -51,11 +50,44 @@ def test_switches_written_as_yaml_booleans_read_as_their_words(tmp_path) -> None
 
 
 def test_a_switch_that_is_not_one_of_its_words_names_the_key() -> None:
-    import pytest
-
-    from dgr.config import ConfigError
-
     with pytest.raises(ConfigError, match=r"^pipeline\.run_ahead: expected one of auto, true, false, got 'maybe'$"):
         PipelineConfig(run_ahead="maybe")
     with pytest.raises(ConfigError, match=r"^pipeline\.use_gpu: expected one of auto, true, false, got 'yes'$"):
         PipelineConfig(use_gpu="yes")
+
+
+@pytest.mark.parametrize("name", ["a'b", "-x", "café", "a#b", "a b", "a/b", "m@task-1", "x" * (MAX_NAME + 1)])
+def test_a_name_the_registry_would_refuse_fails_as_pipeline_name(name: str) -> None:
+    with pytest.raises(ConfigError, match=r"^pipeline\.name: expected up to 100 letters, digits"):
+        PipelineConfig(name=name)
+    with pytest.raises(tracking.RegistryError):  # the registry's check: the same rule
+        tracking.checked_name(name)
+
+
+@pytest.mark.parametrize("name", ["north-clinic", "v1.2_run", "9", "x" * MAX_NAME])
+def test_a_name_the_registry_takes_is_a_valid_pipeline_name(name: str) -> None:
+    assert PipelineConfig(name=name).name == tracking.checked_name(name) == name
+
+
+def test_exponents_without_a_dot_in_yaml_are_numbers(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML's default) reads 1e-3 as the string '1e-3'; `--set solver.lr=1e-3` gives a number.
+    path = tmp_path / "chain.yaml"
+    path.write_text("solver:\n  lr: 1e-3\ngenerator:\n  lr: 2E-4\n  gradient_penalty: 1.5e1\n"
+                    "pipeline:\n  gpus_per_worker: 5e-1\n")
+    config, pipeline = load_settings(path)
+    assert (config.solver.lr, config.generator.lr, config.generator.gradient_penalty) == (1e-3, 2e-4, 15.0)
+    assert pipeline.gpus_per_worker == 0.5
+    assert config.solver.lr == load_settings(None, ["solver.lr=1e-3"])[0].solver.lr
+
+
+def test_text_that_is_not_a_number_stays_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "chain.yaml"
+    path.write_text("solver:\n  lr: 1e-3x\n")
+    with pytest.raises(ConfigError, match=r"^solver\.lr: expected a finite number > 0, got '1e-3x'$"):
+        load_settings(path)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_worker_cpus_must_be_finite(value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^pipeline\.worker_cpus: expected a finite number >= 0, got {value}$"):
+        load_settings(None, [f"pipeline.worker_cpus={value}"])
