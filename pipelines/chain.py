@@ -28,8 +28,7 @@ from dgr.streams import Task, build_stream
 from dgr.targets import LabelledData
 from dgr.training import check_finite
 from pipelines import audit, figures, registry, tracking
-from pipelines.cluster import (WorkerPlan, alive_nodes, check_placeable, driver_node, plan_workers,
-                              ray_init_args)
+from pipelines.cluster import WorkerPlan, alive_nodes, check_placeable, driver_node, join_ray, plan_workers
 from pipelines.credentials import has_password
 from pipelines.gate import TaskGate
 from pipelines.progress import ChainProgress
@@ -158,14 +157,10 @@ def _stopped_status(exc: BaseException) -> str:
 
 def _plan(config: Config, pipeline: PipelineConfig) -> WorkerPlan:
     """Join (or start) Ray and resolve the worker group from the cluster's nodes."""
-    import ray
-
-    own_ray = not ray.is_initialized() and ray_init_args().get("address") == "local"
-    if not ray.is_initialized():
-        ray.init(**ray_init_args())
+    fixed = join_ray()
     nodes = alive_nodes()
     plan = plan_workers(pipeline, nodes, driver_node())
-    if own_ray:  # a local Ray this driver started: no autoscaler adds nodes, so waiting would never end
+    if fixed:
         check_placeable(plan, nodes, pipeline)
     check_batch_split(config, plan.num_workers)
     print(f"workers: {plan.describe()}", flush=True)

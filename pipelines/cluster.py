@@ -59,6 +59,22 @@ def ray_init_args() -> dict[str, Any]:
     return {"address": "local", "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}}
 
 
+_LOCAL_RAYS: set[str] = set()  # GCS addresses of the local Rays this process started
+
+
+def join_ray() -> bool:
+    """Join (or start, see `ray_init_args`) Ray; True when it is a local Ray this process started, whose
+    nodes no autoscaler adds to (a worker group they cannot hold would wait for ever: `check_placeable`)."""
+    import ray
+
+    if not ray.is_initialized():
+        args = ray_init_args()
+        ray.init(**args)
+        if args.get("address") == "local":
+            _LOCAL_RAYS.add(ray.get_runtime_context().gcs_address)
+    return ray.get_runtime_context().gcs_address in _LOCAL_RAYS
+
+
 def alive_nodes() -> list[dict[str, float]]:
     import ray
 

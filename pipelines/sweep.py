@@ -33,7 +33,7 @@ from dgr.config import Config, ConfigError, config_hash, flatten, from_flat
 from dgr.datasets import resolve_data_root
 from pipelines import cli, figures, registry, tracking
 from pipelines.chain import EXPERIMENT
-from pipelines.cluster import TRIAL_CPU, alive_nodes, pinned, ray_init_args, trial_plan, trial_slots
+from pipelines.cluster import TRIAL_CPU, alive_nodes, check_placeable, join_ray, pinned, trial_plan, trial_slots
 from pipelines.search_space import SweepSpec, parse_sweep
 from pipelines.settings import DEFAULT_CONFIG, PipelineConfig, check_batch_split, load_settings, read_yaml
 
@@ -146,8 +146,6 @@ def _ended_if_failed(sweep_run: str) -> Iterator[None]:
 
 def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_root: Path, workdir: Path,
               name: str) -> dict[str, Any]:
-    import ray
-
     from dgr.streams import build_stream
 
     sweep = name or f"sweep-{config_hash(config)}"
@@ -156,10 +154,11 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
     num_tasks = len(build_stream(config.stream, data_root, config.run.seed))  # bad data fails here
     tracking.configure_tracking(workdir)
     experiment = tracking.ensure_experiment(EXPERIMENT, workdir)
-    if not ray.is_initialized():
-        ray.init(**ray_init_args())
+    fixed = join_ray()
     nodes = alive_nodes()
     plan = trial_plan(pipeline, nodes)
+    if fixed:
+        check_placeable(plan, nodes, pipeline)
     for trial_config in [config, *spec.trial_configs(config)]:
         check_batch_split(trial_config, plan.num_workers)
     sweep_run = tracking.start_sweep_run(experiment, sweep, {"space": json.dumps(spec.space),

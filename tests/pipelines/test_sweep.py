@@ -101,8 +101,9 @@ def test_cli_reports_a_bad_space_in_one_line(tmp_path: Path, capsys: pytest.Capt
     assert err[-1].startswith("error: sweep.space.replay.ratio")
 
 
-@pytest.mark.parametrize("name, rule", [("my sweep", "pipeline.name: expected a name without spaces"),
-                                         ("a#b", "chain name 'a#b-00000_00000': use letters")])
+@pytest.mark.parametrize("name, rule", [("my sweep", "pipeline.name: expected up to 100 letters, digits"),
+                                         ("a#b", "pipeline.name: expected up to 100 letters, digits"),
+                                         ("x" * 90, "pipeline.name: expected up to 100 letters, digits")])
 def test_a_sweep_name_its_trials_could_not_take_fails_before_anything_starts(
         name: str, rule: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["--workdir", str(tmp_path), "--name", name, *tiny_sweep_sets()]) == 2
@@ -117,7 +118,7 @@ class _Ray:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, workdir: Path) -> None:
         self.statuses: list[str] = []  # the sweep run's status while Tune ran, per sweep
         self.workdir = workdir
-        monkeypatch.setattr("ray.is_initialized", lambda: True)
+        monkeypatch.setattr(sweep_module, "join_ray", lambda: False)  # a cluster's Ray, joined
         monkeypatch.setattr(sweep_module, "alive_nodes", lambda: [{"CPU": 2.0}])
         monkeypatch.setattr(sweep_module, "_tuner", lambda *args: self)
 
