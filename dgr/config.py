@@ -216,7 +216,7 @@ class ReplayConfig:
 class RunConfig:
     seed: int = 1
     device: str = "cpu"
-    precision: str = "fp32"  # bf16 autocasts matmuls (faster on CPUs with AVX512-BF16 and on GPUs)
+    precision: str = "fp32"  # bf16 autocasts matmuls (faster on GPUs and CPUs with AVX512-BF16, slower without)
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
