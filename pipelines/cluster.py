@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -69,7 +71,11 @@ def join_ray() -> bool:
 
     if not ray.is_initialized():
         args = ray_init_args()
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main else None
         ray.init(**args)
+        if main:  # ray.init takes SIGTERM over (its crash handler then aborts the driver mid-cleanup): the
+            signal.signal(signal.SIGTERM, previous)  # caller's choice stands (`dgr-sequence`: as Ctrl-C)
         if args.get("address") == "local":
             _LOCAL_RAYS.add(ray.get_runtime_context().gcs_address)
     return ray.get_runtime_context().gcs_address in _LOCAL_RAYS

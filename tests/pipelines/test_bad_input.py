@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -229,8 +230,21 @@ def test_a_conv_generator_on_sides_it_cannot_rebuild_fails_before_anything_start
     assert not (workdir / "mlflow.db").exists()
 
 
+@pytest.fixture
+def own_ray() -> Iterator[None]:
+    """The main job starts its own local Ray, as from the command line; stopped after, so that later tests
+    (a `ray start` cluster's dashboard, a simulated cluster) find none in this process."""
+    import ray
+
+    ray.shutdown()
+    yield
+    ray.shutdown()
+
+
 @pytest.mark.ray
-def test_a_diverged_task_is_not_registered(fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.slow
+def test_a_diverged_task_is_not_registered(
+        own_ray: None, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(chain_args(fake_data_root, workdir, "stream.num_tasks=2", "solver.lr=1e20")) == 1
     assert _error(capsys) == "error: task 0: the solver loss is nan after training (diverged); lower solver.lr"
     assert _version_count() == 0
@@ -239,8 +253,9 @@ def test_a_diverged_task_is_not_registered(fake_data_root: Path, workdir: Path, 
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_workers_the_local_ray_cannot_hold_fail_instead_of_waiting(
-        fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+        own_ray: None, fake_data_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(chain_args(fake_data_root, workdir, "pipeline.num_workers=1", "pipeline.threads_per_worker=64")) == 2
     assert _error(capsys).startswith("error: pipeline.threads_per_worker: 1 worker(s) holding 64 CPU each do not fit")
     assert _version_count() == 0 and not MlflowClient().search_runs([tracking.ensure_experiment("dgr", workdir)])

@@ -1,18 +1,20 @@
 """The main job as users start it (`python -m pipelines.sequence`, defaults): each worker progress line
-reaches the driver's output once, the driver prints the time left, and one worker reproduces the core
-single-process runner's numbers exactly."""
+reaches the driver's output once, the driver prints the time left, one worker reproduces the core
+single-process runner's numbers exactly, and SIGTERM ends it cleanly."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from dgr.sequence import run_sequence
 from dgr.streams import build_stream
@@ -48,3 +50,30 @@ def test_the_default_job_logs_each_line_once_and_matches_the_core_runner(
     finally:
         torch.set_num_threads(threads)
     assert result["accuracy_matrix"] == core.accuracy_matrix
+
+
+def test_sigterm_ends_the_job_as_ctrl_c_does(fake_data_root: Path, workdir: Path) -> None:
+    """`ray job stop` and `kill` send SIGTERM: the driver ends its runs KILLED (not RUNNING, as when Ray's
+    own handler aborted it) and exits 130 with one line saying how to resume."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "MLFLOW_"))}
+    args = chain_args(fake_data_root, workdir, "solver.iterations=600", "generator.iterations=600",
+                      "pipeline.log_every=100")
+    job = subprocess.Popen([sys.executable, "-m", "pipelines.sequence", *args], cwd=workdir, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in job.stdout:  # the workers are training task 0
+            lines.append(line)
+            if re.search(r"\btask 0 iteration 100/600 ", line):
+                break
+        job.send_signal(signal.SIGTERM)
+        output = "".join(lines) + job.stdout.read()
+        assert job.wait(timeout=300) == 130, output[-3000:]
+    finally:
+        job.kill()
+    assert "error: interrupted; rerun the same command to resume after the last registered task" in output
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir}/mlflow.db"  # the workdir fixture forgets it
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("dgr").experiment_id])
+    assert runs and {run.info.status for run in runs} == {"KILLED"}
+    assert not client.search_model_versions("name='tiny-chain'")
