@@ -125,8 +125,10 @@ def check_placeable(plan: WorkerPlan, nodes: Sequence[Node], pipeline: PipelineC
     if plan.use_gpu and not any(node.get("GPU", 0.0) > 0 for node in nodes):
         raise ConfigError("pipeline.use_gpu: true, but this machine's Ray has no GPU; use auto or false")
 
-    def holds(node: Node) -> int:
-        each = [node.get("CPU", 0.0) / plan.cpus] + ([node.get("GPU", 0.0) / plan.gpus] if plan.use_gpu else [])
+    def holds(node: Node) -> float:  # how many of the workers the node can hold
+        each = [node.get("CPU", 0.0) / plan.cpus if plan.cpus else math.inf]  # 0: a GPU node without CPUs
+        if plan.use_gpu:
+            each.append(node.get("GPU", 0.0) / plan.gpus)
         return math.floor(min(each) + 1e-9)
 
     if sum(holds(node) for node in nodes) >= plan.num_workers:

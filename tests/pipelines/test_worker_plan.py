@@ -123,3 +123,5 @@ def test_a_worker_group_that_fits_passes(pipeline: PipelineConfig) -> None:
     check_placeable(plan_workers(AUTO, two_gpus), two_gpus, AUTO)
     with pytest.raises(ConfigError, match=r"^pipeline\.num_workers: 3 worker\(s\) holding 4 CPU and 1 GPU"):
         check_placeable(plan_workers(replace(AUTO, num_workers=3), two_gpus), two_gpus, AUTO)
+    gpus_only = [{"CPU": 0.0, "GPU": 2.0}]  # a share of no CPU: the GPUs alone decide
+    check_placeable(plan_workers(AUTO, gpus_only), gpus_only, AUTO)
