@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.check_outputs(args)
         config, pipeline = load_settings(args.config, args.set)
         tasks = build_stream(config.stream, resolve_data_root(args.data_root), config.run.seed)
-        tracking.configure_tracking(args.workdir)
+        tracking.configure_tracking(args.workdir, create=False)  # reads a chain's store, never makes one
         name = pipeline.chain_name(config)
         result = audit_chain_files(name, tasks)
     except cli.BAD_INPUT as exc:

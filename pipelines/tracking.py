@@ -39,8 +39,9 @@ class RegistryError(RuntimeError):
     """A registry or tracking operation failed; the message is one line meant for the user."""
 
 
-def configure_tracking(workdir: Path) -> str:
-    """Point MLflow at $MLFLOW_TRACKING_URI, else at an embedded SQLite store under `workdir`.
+def configure_tracking(workdir: Path, create: bool = True) -> str:
+    """Point MLflow at $MLFLOW_TRACKING_URI, else at an embedded SQLite store under `workdir` (made when
+    missing, unless `create` is False: a reader such as the audit needs an existing one).
 
     `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, so child processes (Ray workers) and
     later calls in this process use the same store.
@@ -48,6 +49,9 @@ def configure_tracking(workdir: Path) -> str:
     uri = MLFLOW_TRACKING_URI.get()
     if not uri:
         workdir = Path(workdir).resolve()
+        if not create and not (workdir / "mlflow.db").is_file():
+            raise RegistryError(f"--workdir {workdir}: no MLflow store (mlflow.db) there; give the main job's "
+                                "--workdir or set MLFLOW_TRACKING_URI")
         workdir.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{workdir}/mlflow.db"
     uri = _absolute_sqlite(uri)

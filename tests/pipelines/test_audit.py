@@ -183,3 +183,14 @@ def test_the_command_names_a_planted_image_and_exits_1(store: Path, fake_data_ro
     out = capsys.readouterr().out
     assert "audit-cli: searched 1 files" in out and "copy.bin at byte 0: training image 7 of task 2 (uint8)" in out
     assert json.loads((store / "audit.json").read_text())["findings"][0]["image"] == 7
+
+
+def test_the_command_on_a_folder_without_a_store_makes_none(
+        fake_data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    empty = tmp_path / "not-a-workdir"
+    args = ["--data-root", str(fake_data_root), "--workdir", str(empty), *[a for i in TINY_CHAIN for a in ("--set", i)]]
+    assert audit.main(args) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --workdir {empty.resolve()}: no MLflow store (mlflow.db) "
+                                               "there; give the main job's --workdir or set MLFLOW_TRACKING_URI")
+    assert list(tmp_path.iterdir()) == []
