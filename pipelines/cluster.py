@@ -74,8 +74,10 @@ def join_ray() -> bool:
         main = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGTERM) if main else None
         ray.init(**args)
-        if main:  # ray.init takes SIGTERM over (its crash handler then aborts the driver mid-cleanup): the
-            signal.signal(signal.SIGTERM, previous)  # caller's choice stands (`dgr-sequence`: as Ctrl-C)
+        # ray.init takes SIGTERM over (and its crash handler then aborts the driver mid-cleanup): a handler
+        # of the caller's (`dgr-sequence`: SIGTERM as Ctrl-C) stands; without one, Ray's exits.
+        if main and callable(previous):
+            signal.signal(signal.SIGTERM, previous)
         if args.get("address") == "local":
             _LOCAL_RAYS.add(ray.get_runtime_context().gcs_address)
     return ray.get_runtime_context().gcs_address in _LOCAL_RAYS
