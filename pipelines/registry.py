@@ -10,7 +10,6 @@ is an MLflow Model logged under the task's run (`pipelines.scholar_format`), reg
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from dgr.config import is_number
 from dgr.scholar import Scholar
 from dgr.streams import TaskInfo
 from pipelines.scholar_format import load_scholar, log_scholar_model
@@ -108,7 +108,7 @@ def _registered_task(chain: str, k: int, version: ModelVersion) -> RegisteredTas
             values = json.loads(tags.get(tag, default))
         except ValueError:
             raise bad(tag, "a JSON list of numbers") from None
-        if not (isinstance(values, list) and all(_is_number(a) for a in values)):
+        if not (isinstance(values, list) and all(is_number(a) for a in values)):
             raise bad(tag, "a JSON list of numbers")
         return [float(a) for a in values]
 
@@ -116,10 +116,6 @@ def _registered_task(chain: str, k: int, version: ModelVersion) -> RegisteredTas
                           accuracies=numbers("test_accuracies", ""), config_hash=tags.get("config_hash", ""),
                           validation=numbers("validation_accuracies", "[]"),
                           data_fingerprint=tags.get("data_fingerprint", ""))
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def clear_chain(chain: str) -> None:

@@ -17,12 +17,11 @@ trial's config must hold validation data out of each task (`stream.validation` >
 
 from __future__ import annotations
 
-import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from dgr.config import Config, ConfigError, config_keys, from_flat
+from dgr.config import Config, ConfigError, config_keys, from_flat, is_number
 
 DEFAULT_SPACE: dict[str, dict[str, list[Any]]] = {
     "replay.ratio": {"choice": ["1/t", 0.25, 0.5, 0.75]},
@@ -53,10 +52,6 @@ class SweepSpec:
                 for value in _values_to_check(key, *next(iter(spec.items())))]
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _field_type(key: str) -> Any:
     section, _, name = key.partition(".")
     return typing.get_type_hints(typing.get_type_hints(Config)[section])[name]
@@ -70,7 +65,7 @@ def _values_to_check(key: str, kind: str, values: Any) -> list[Any]:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: expected a non-empty list of values, got {values!r}")
         return values
-    if not isinstance(values, list) or len(values) != 2 or not all(_number(v) for v in values) \
+    if not isinstance(values, list) or len(values) != 2 or not all(is_number(v) for v in values) \
             or values[0] >= values[1]:
         raise ConfigError(f"{where}: expected [low, high] with low < high, got {values!r}")
     if kind == "loguniform" and values[0] <= 0:
