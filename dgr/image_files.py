@@ -172,7 +172,15 @@ def parquet_labels(path: Path) -> np.ndarray:
         raise _unreadable(path, exc) from exc
     if column.null_count:
         raise DatasetError(f"{path}: {column.null_count} rows without a label")
-    return column.to_numpy().astype(np.int64)
+    return int64_labels(column.to_numpy(), path)
+
+
+def int64_labels(values: np.ndarray, origin: Path | str) -> np.ndarray:
+    """Integer labels as int64. An unsigned label int64 cannot hold (2**63 or more) is named here: cast, it
+    would wrap to a negative number and be reported as one."""
+    if values.dtype.kind == "u" and values.size and int(values.max()) > np.iinfo(np.int64).max:
+        raise DatasetError(f"{origin}: label {int(values.max())} is too large; labels must run 0..K-1")
+    return values.astype(np.int64)
 
 
 def read_parquet(files: Sequence[Path]) -> Decoded:
@@ -193,14 +201,14 @@ def read_parquet(files: Sequence[Path]) -> Decoded:
                     if value is None or label is None:
                         raise DatasetError(f"{name}: missing {'image bytes' if value is None else 'label'}")
                     images.append(decode(value, name))
-                    labels.append(label)
                     names.append(name)
                     row += 1
+                labels.append(int64_labels(batch.column("label").to_numpy(), path))
         except DatasetError:
             raise
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... on a corrupt or truncated file
             raise _unreadable(path, exc) from exc
-    return images, np.asarray(labels, dtype=np.int64), names
+    return images, np.concatenate(labels) if labels else np.zeros(0, np.int64), names
 
 
 def _unreadable(path: Path, exc: Exception) -> DatasetError:

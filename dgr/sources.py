@@ -25,8 +25,8 @@ import torch
 
 from dgr.config import BUILT_IN_SOURCES, parse_source
 from dgr.datasets import DatasetError, PathArg, load_dataset, resolve_data_root
-from dgr.image_files import (Decoded, class_folders, parquet_class_names, parquet_files, parquet_labels, read_folder,
-                             read_parquet)
+from dgr.image_files import (Decoded, class_folders, int64_labels, parquet_class_names, parquet_files, parquet_labels,
+                             read_folder, read_parquet)
 from dgr.shapes import InputShape
 
 SPLITS = ("train", "test")
@@ -175,4 +175,4 @@ def _read_npz(path: Path) -> Split:
     if y.ndim != 1 or len(y) != len(x):
         raise DatasetError(f"{path}: y must have shape ({len(x)},) like x's first axis, got {y.shape}")
     images = torch.from_numpy(x if x.ndim == 4 else x[..., None]).permute(0, 3, 1, 2).contiguous()
-    return images, torch.from_numpy(y.astype(np.int64))
+    return images, torch.from_numpy(int64_labels(y, path))

@@ -213,6 +213,25 @@ def test_parquet_labels_that_number_no_class(tmp_path: Path, label: int, fault: 
     assert str(path) in message and fault in message  # the shard that holds the label
 
 
+@pytest.mark.parametrize("kind", ["npz", "parquet"])
+@pytest.mark.parametrize("class_names", ["", "a,b"])
+def test_unsigned_labels_beyond_int64_are_named_not_wrapped(tmp_path: Path, kind: str, class_names: str) -> None:
+    huge = 2**64 - 1  # cast to int64 it wraps to -1, which was reported as a negative label (or crashed)
+    base = tmp_path / "s"
+    base.mkdir()
+    for split in ("train", "test"):
+        y = np.array([0, 1, huge], np.uint64)
+        if kind == "npz":
+            np.savez(base / f"{split}.npz", x=np.zeros((3, 4, 4), np.uint8), y=y)
+        else:
+            write_parquet(base / f"{split}.parquet", np.array([0, 1, 1]))
+            path = base / f"{split}.parquet"
+            pq.write_table(pq.read_table(path).set_column(1, "label", pa.array(y, pa.uint64())), path)
+    message = error(tmp_path, name="domains", sources=f"{kind}:s", class_names=class_names)
+    assert str(base / f"train.{kind}") in message and str(huge) in message
+    assert "label -1" not in message and "found -1" not in message
+
+
 def test_labels_that_are_not_integers(tmp_path: Path) -> None:
     (tmp_path / "n").mkdir()
     np.savez(tmp_path / "n" / "train.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([0.0, 1.5]))
