@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 
-from dgr.config import StreamConfig
+from dgr.config import ConfigError, StreamConfig
 from dgr.datasets import DatasetError, PathArg
 from dgr.shapes import InputShape
 from dgr.sources import SourceData, Split, load_source, source_classes, source_title
@@ -231,7 +233,47 @@ def iter_stream(config: StreamConfig, root: PathArg, seed: int) -> Iterator[Task
 
 def build_stream(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:
     """Every task of the stream; bad data fails here with a `DatasetError`, before any training."""
-    return list(iter_stream(config, root, seed))
+    tasks: list[Task] = []
+    for task in iter_stream(config, root, seed):
+        tasks.append(task)
+        if len(tasks) == 1:
+            _check_room(general(config), task)
+    return tasks
+
+
+def _check_room(config: StreamConfig, first: Task) -> None:
+    """A permuted stream is `num_tasks` copies of its source, all held at once here (the driver evaluates
+    and audits every task so far): a count whose copies cannot fit in memory fails after the first task,
+    with the figures, rather than in the kernel's out-of-memory killer after minutes of building."""
+    if config.name != "permuted":
+        return
+    each = sum(t.numel() * t.element_size() for t in dataclasses.astuple(first) if isinstance(t, torch.Tensor))
+    need, room = config.num_tasks * each, _memory_available()
+    if room is not None and need > room:
+        raise ConfigError(f"stream.num_tasks: {config.num_tasks} permuted tasks of {each / 2**20:.1f} MiB each "
+                          f"hold {need / 2**30:.1f} GiB, more than the {room / 2**30:.1f} GiB of memory available "
+                          f"now; use fewer tasks or fewer images (stream.train_samples, stream.test_samples)")
+
+
+def _memory_available() -> int | None:
+    """Bytes the process may still take: Linux's MemAvailable, lowered to what a cgroup v2 memory limit
+    (a container's) leaves; elsewhere the machine's physical memory; None where neither can be read."""
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        room = int(meminfo["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            room = min(room, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return room
 
 
 def split_mnist(config: StreamConfig, root: PathArg, seed: int) -> list[Task]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dgr.config import StreamConfig
+from dgr.config import ConfigError, StreamConfig
 from dgr.datasets import load_dataset
 from tests.fakedata import write_mnist, write_svhn
 from dgr.streams import Task, build_stream, mnist_svhn, permuted_mnist, split_mnist, svhn_mnist
@@ -145,3 +146,27 @@ def test_svhn_mnist_reverses_the_order(root: Path) -> None:
     assert [t.name for t in tasks] == ["svhn", "mnist"]
     assert_mnist_as_32x32x3(tasks[1], root)
     assert set(tasks[0].train_y.tolist()) == set(range(10))
+
+
+def test_a_permuted_stream_larger_than_memory_fails_after_its_first_task(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dgr.streams as streams
+
+    first = build_stream(dataclasses.replace(PERMUTED, num_tasks=1), root, seed=1)[0]
+    each = sum(t.numel() * t.element_size() for t in (first.train_x, first.train_y, first.test_x, first.test_y))
+    monkeypatch.setattr(streams, "_memory_available", lambda: int(2.5 * each))
+    assert len(build_stream(dataclasses.replace(PERMUTED, num_tasks=2), root, seed=1)) == 2
+    built = []
+    permuted = streams.STREAM_BUILDERS["permuted"]
+    monkeypatch.setitem(streams.STREAM_BUILDERS, "permuted",
+                        lambda *args: (built.append(t) or t for t in permuted(*args)))
+    with pytest.raises(ConfigError, match=r"^stream\.num_tasks: 3 permuted tasks .* more than the") as info:
+        build_stream(PERMUTED, root, seed=1)
+    assert len(built) == 1 and "\n" not in str(info.value)
+
+
+def test_the_memory_available_is_read_on_this_machine() -> None:
+    from dgr.streams import _memory_available
+
+    room = _memory_available()
+    assert isinstance(room, int) and room > 0
