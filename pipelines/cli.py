@@ -1,15 +1,18 @@
 """What the two commands (`dgr-sequence`, `dgr-sweep`) share: their common arguments, the check of the
-paths they write to, and how a failure ends them: one `error:` line on stderr and a non-zero exit (2 for
-bad input, see `BAD_INPUT`)."""
+paths they write to, SIGTERM taken as Ctrl-C, and how a failure ends them: one `error:` line on stderr
+and a non-zero exit (2 for bad input, see `BAD_INPUT`; 130 when interrupted)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from dgr.checkpoint import CheckpointError
 from dgr.config import ConfigError
@@ -58,3 +61,22 @@ def failed(exc: BaseException, status: int) -> int:
     """Print `exc` as one `error:` line (a Ray error's own text spans many) and return `status`."""
     print(f"error: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
     return status
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`ray job stop`, `kill`, `docker stop`) ends a command as Ctrl-C does: Python's default runs
+    no cleanup and would leave its MLflow runs RUNNING; an interrupt ends them KILLED. Enter it before Ray
+    starts: `pipelines.cluster.join_ray` keeps this handler where `ray.init` installs its own."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -10,12 +10,9 @@ The command line only; the driver is `pipelines.chain.run_chain`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
 import sys
-import threading
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from dgr.datasets import resolve_data_root
 from dgr.evaluation import average_accuracy
@@ -41,24 +38,6 @@ def print_result(summary: dict[str, Any]) -> None:
           f"registered model {summary['registered_model']} versions {', '.join(summary['versions'])}")
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (`ray job stop`, `kill`) ends the job as Ctrl-C does: Python's default runs no cleanup and
-    would leave the chain's runs RUNNING; an interrupt ends them KILLED."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals reach the main thread only
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: Sequence[str] | None = None, **chain_options: Any) -> int:
     """The exit status: 0, 2 for bad input (one `error:` line), 1 when Ray Train gave up, 130 when
     interrupted (Ctrl-C, SIGTERM). `chain_options` go to `run_chain` (tests pass a worker hook there)."""
@@ -67,7 +46,7 @@ def main(argv: Sequence[str] | None = None, **chain_options: Any) -> int:
     try:
         cli.check_outputs(args)
         config, pipeline = load_settings(args.config, args.set)
-        with _terminate_as_interrupt():
+        with cli.terminate_as_interrupt():
             result = run_chain(config, pipeline, resolve_data_root(args.data_root), args.workdir, args.restart,
                                **chain_options)
     except KeyboardInterrupt:

@@ -57,9 +57,11 @@ def _check_sweep_name(sweep: str, pipeline: PipelineConfig) -> None:
 
 @contextlib.contextmanager
 def _interruptible() -> Iterator[threading.Event]:
-    """Ctrl-C ends the sweep through Tune's own SIGUSR1 path (experiment state saved, trials stopped, so
-    `Tuner.restore` resumes it) and is remembered: after an interrupt Tune's results look like those of
-    a finished sweep whose running trials had stopped."""
+    """Around Tune's `fit`: Ctrl-C and SIGTERM (`ray job stop`, `kill`) end the sweep through Tune's own
+    SIGUSR1 path (experiment state saved, trials stopped, so `Tuner.restore` resumes it) and are
+    remembered: after an interrupt Tune's results look like those of a finished sweep whose running
+    trials had stopped. Before `fit` has taken SIGUSR1 (whose default ends the process) an interrupt is
+    an ordinary `KeyboardInterrupt`."""
     interrupted = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield interrupted  # signals reach the main thread only; Tune then catches none either
@@ -67,14 +69,18 @@ def _interruptible() -> Iterator[threading.Event]:
 
     def on_interrupt(signum: int, frame: Any) -> None:
         interrupted.set()
+        if signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL:
+            raise KeyboardInterrupt
         os.kill(os.getpid(), signal.SIGUSR1)
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous = {signum: signal.signal(signum, on_interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # until `fit` takes it
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
         yield interrupted
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
 
 
@@ -133,14 +139,23 @@ def _graced_accuracy(result: Any, grace: int) -> float | None:
 
 
 @contextlib.contextmanager
-def _ended_if_failed(sweep_run: str) -> Iterator[None]:
-    """A sweep that stops before its end leaves its run KILLED (interrupted) or FAILED, not RUNNING; a
-    rerun with the same name logs into it again."""
+def _ended_if_failed(sweep: str, sweep_run: str) -> Iterator[None]:
+    """A sweep that stops before its end leaves its run KILLED (interrupted: Ctrl-C, SIGTERM) or FAILED,
+    not RUNNING; a rerun with the same name logs into it again."""
     try:
         yield
-    except BaseException as exc:
-        tracking.end_run(sweep_run, "KILLED" if isinstance(exc, (SweepInterrupted, KeyboardInterrupt)) else "FAILED")
+    except (SweepInterrupted, KeyboardInterrupt) as exc:
+        tracking.end_run(sweep_run, "KILLED")
+        if isinstance(exc, KeyboardInterrupt):  # outside Tune's fit
+            raise _interrupted(sweep) from None
         raise
+    except BaseException:
+        tracking.end_run(sweep_run, "FAILED")
+        raise
+
+
+def _interrupted(sweep: str) -> SweepInterrupted:
+    return SweepInterrupted(f"sweep {sweep} interrupted; rerun with --name {sweep} to resume it")
 
 
 def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_root: Path, workdir: Path,
@@ -162,7 +177,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
         check_batch_split(trial_config, plan.num_workers)
     sweep_run = tracking.start_sweep_run(experiment, sweep, {"space": json.dumps(spec.space),
                                                              "samples": str(spec.samples)})
-    with _ended_if_failed(sweep_run):
+    with _ended_if_failed(sweep, sweep_run):
         concurrent = spec.max_concurrent or trial_slots(nodes, plan)
         print(f"sweep {sweep}: up to {concurrent} trial(s) at a time, each with {plan.describe()}", flush=True)
         storage, pipeline = pipeline.ray_storage(workdir), pinned(pipeline, plan)
@@ -170,7 +185,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
             results = _tuner(spec, config, pipeline, data_root, workdir, sweep, sweep_run, num_tasks, storage,
                              concurrent).fit()
         if interrupted.is_set():
-            raise SweepInterrupted(f"sweep {sweep} interrupted; rerun with --name {sweep} to resume it")
+            raise _interrupted(sweep)
         keys = list(spec.space)
         rows = []
         for result in results:
@@ -221,11 +236,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.samples is not None:
             sweep_values["samples"] = args.samples
         spec = parse_sweep(sweep_values, config)
-        summary = run_sweep(config, pipeline, spec, resolve_data_root(args.data_root), args.workdir, args.name)
+        with cli.terminate_as_interrupt():  # entered before Ray starts, so `join_ray` keeps it
+            summary = run_sweep(config, pipeline, spec, resolve_data_root(args.data_root), args.workdir, args.name)
     except cli.BAD_INPUT as exc:
         return cli.failed(exc, 2)
     except SweepInterrupted as exc:
         return cli.failed(exc, 130)
+    except KeyboardInterrupt:  # before the sweep's run started: nothing to resume yet
+        return cli.failed(RuntimeError("interrupted before the sweep started; rerun the same command to start it"),
+                          130)
     except RuntimeError as exc:  # e.g. every trial failed; Tune's log above has the trials' tracebacks
         return cli.failed(exc, 1)
     print(summary["table"])

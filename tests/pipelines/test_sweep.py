@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from dgr.config import ConfigError
 from pipelines import sweep as sweep_module
+from pipelines.cluster import CHECKOUT
 from pipelines.search_space import parse_sweep
 from pipelines.settings import load_settings
 from pipelines.sweep import main
@@ -159,6 +160,67 @@ def test_a_failed_sweep_ends_its_run_failed_and_a_rerun_sets_it_running_again(
     assert ray.statuses == ["RUNNING", "RUNNING"]
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_reach_tune_as_its_stop_signal(signum: int) -> None:
+    """While Tune's `fit` runs (it takes SIGUSR1), both become its stop signal (state saved, trials stopped);
+    before `fit` has taken SIGUSR1, whose default would end the process, an interrupt. Handlers are put back."""
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    tune_stops = []
+    with sweep_module._interruptible() as interrupted:
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signum)
+        assert interrupted.is_set()
+        signal.signal(signal.SIGUSR1, lambda *args: tune_stops.append(args[0]))  # as Tune's fit does
+        signal.raise_signal(signum)
+        assert tune_stops == [signal.SIGUSR1]
+    assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == before
+
+
+@pytest.mark.mlflow
+@pytest.mark.parametrize("when", ["while Tune runs", "before Tune takes SIGUSR1", "outside Tune's fit",
+                                  "before the sweep run"])
+def test_sigterm_ends_the_sweep_as_ctrl_c_does(
+        when: str, fake_data_root: Path, store_workdir: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """`ray job stop`, `kill`, `docker stop` send SIGTERM: the sweep's run ends KILLED, the exit status is 130
+    and one line says how to resume, wherever the signal finds the driver (Tune's own path is covered by
+    the interrupted sweep below)."""
+    ray, before = _Ray(monkeypatch, store_workdir), {s: signal.getsignal(s) for s in STOP_SIGNALS}
+
+    def terminated(result: object) -> object:
+        signal.raise_signal(signal.SIGTERM)
+        return result
+
+    tune_stops = []
+
+    def fit() -> list:  # Tune's fit: takes SIGUSR1 and, once it fires, ends as if its trials had stopped
+        signal.signal(signal.SIGUSR1, lambda *args: tune_stops.append(args[0]))
+        return terminated([])
+
+    if when == "while Tune runs":
+        monkeypatch.setattr(ray, "fit", fit)
+    elif when == "before Tune takes SIGUSR1":
+        monkeypatch.setattr(sweep_module, "_tuner", lambda *args: terminated(ray))
+    elif when == "outside Tune's fit":
+        monkeypatch.setattr(sweep_module, "trial_slots", lambda *args: terminated(1))
+    else:
+        monkeypatch.setattr(sweep_module, "alive_nodes", lambda: terminated([{"CPU": 2.0}]))
+    assert main(["--data-root", str(fake_data_root), "--workdir", str(store_workdir), "--name", "s",
+                 *tiny_sweep_sets()]) == 130
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    if when == "before the sweep run":
+        assert error == "error: interrupted before the sweep started; rerun the same command to start it"
+        assert ray.sweep_runs() == []
+    else:
+        assert error == "error: sweep s interrupted; rerun with --name s to resume it"
+        assert [run.info.status for run in ray.sweep_runs()] == ["KILLED"]
+    assert tune_stops == ([signal.SIGUSR1] if when == "while Tune runs" else [])
+    assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == before
+
+
 def _sweep(data_root: Path, workdir: Path, workers: int) -> list[str]:
     """`python pipelines/sweep.py ...` (run it in `workdir`) on the tiny stream: 4 trials, one at a time,
     two good and two hopeless learning rates in that order so ASHA compares them in order."""
@@ -172,8 +234,11 @@ def _sweep(data_root: Path, workdir: Path, workers: int) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    """Its own local Ray and the embedded MLflow store of its workdir."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "MLFLOW_"))}
+    """Its own local Ray, the embedded MLflow store of its workdir, and this checkout's code (an editable
+    install of another checkout, a git worktree's main one, would be found first from the workdir)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "MLFLOW_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(CHECKOUT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
+    return env
 
 
 def _client(workdir: Path) -> MlflowClient:
@@ -221,9 +286,11 @@ def _check_sweep(workdir: Path, stdout: str) -> list[dict]:
 @pytest.mark.slow
 def test_an_interrupted_sweep_resumes_stops_hopeless_trials_and_aliases_the_best(
         fake_data_root: Path, workdir: Path) -> None:
-    """One sweep, interrupted once its first trial has finished, then resumed to the end. Two workers of
-    0.99 CPU per trial on a 2-CPU Ray: a trial that kept its workers' placement group after ASHA stopped
-    it would leave the next trial waiting forever (the resumed sweep would run into its timeout)."""
+    """One sweep, stopped by SIGTERM (`ray job stop`, `kill`; Ctrl-C takes the same path, see
+    `test_ctrl_c_and_sigterm_reach_tune_as_its_stop_signal`) once its first trial has finished, then resumed
+    to the end. Two workers of 0.99 CPU per trial on a 2-CPU Ray: a trial that kept its workers' placement
+    group after ASHA stopped it would leave the next trial waiting forever (the resumed sweep would run
+    into its timeout)."""
     args = _sweep(fake_data_root, workdir, workers=2)
     err_file = workdir / "interrupted.err"
     with err_file.open("w") as err_stream:
@@ -238,7 +305,7 @@ def test_an_interrupted_sweep_resumes_stops_hopeless_trials_and_aliases_the_best
     reader = threading.Thread(target=read_stdout, daemon=True)
     reader.start()
     first_chain_done.wait(timeout=600)
-    sweep.send_signal(signal.SIGINT)  # Ctrl-C once the first trial finished its chain
+    sweep.send_signal(signal.SIGTERM)  # once the first trial finished its chain
     sweep.wait(timeout=300)
     reader.join(timeout=10)
     err = err_file.read_text()
@@ -247,6 +314,10 @@ def test_an_interrupted_sweep_resumes_stops_hopeless_trials_and_aliases_the_best
     assert "error: sweep tiny-sweep interrupted; rerun with --name tiny-sweep to resume it" in err.splitlines()
     first = [m.name for m in _client(workdir).search_registered_models("name LIKE 'tiny-sweep-%'")
              if "task-1" in m.aliases]
+    runs = _client(workdir).search_runs([_client(workdir).get_experiment_by_name("dgr").experiment_id])
+    assert {run.data.tags["mlflow.runName"]: run.info.status for run in runs if run.data.tags.get("dgr.sweep")} \
+        == {"tiny-sweep": "KILLED"}
+    assert not [run.data.tags["mlflow.runName"] for run in runs if run.info.status == "RUNNING"]
 
     done = subprocess.run(args, cwd=workdir, env=_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
