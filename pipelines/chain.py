@@ -94,6 +94,11 @@ def fingerprint(task: Task) -> str:
     return digest.hexdigest()[:16]
 
 
+def scholar_inputs(config: Config, tasks: Sequence[Task]) -> tuple[tuple[int, ...], int]:
+    """The input shape (C, H, W) and the number of outputs of the stream's scholar."""
+    return tasks[0].input_shape, output_size(Scenario(config.stream.scenario), [t.info for t in tasks])
+
+
 def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir: Path, restart: bool = False,
               parent_run: str | None = None, on_task: TaskHook | None = None,
               hook: WorkerHook | None = None) -> ChainResult:
@@ -105,7 +110,7 @@ def run_chain(config: Config, pipeline: PipelineConfig, data_root: Path, workdir
     data_root, workdir = data_root.absolute(), workdir.absolute()  # workers and trials run elsewhere
     tasks = build_stream(config.stream, data_root, config.run.seed)  # bad data fails before Ray starts
     # an architecture these inputs cannot feed (a conv generator's sides) fails here, not in every worker
-    new_scholar(config, tasks[0].input_shape, output_size(Scenario(config.stream.scenario), [t.info for t in tasks]))
+    new_scholar(config, *scholar_inputs(config, tasks))
     tracking_uri = tracking.configure_tracking(workdir)
     experiment = tracking.ensure_experiment(EXPERIMENT, workdir)
     name, digest = pipeline.chain_name(config), config_hash(config)

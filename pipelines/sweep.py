@@ -27,14 +27,16 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
-from dgr.config import Config, ConfigError, config_hash, flatten, from_flat
+from dgr.config import Config, ConfigError, StreamConfig, config_hash, flatten, from_flat
 from dgr.datasets import resolve_data_root
+from dgr.scholar import scholar_from_spec, scholar_spec
+from dgr.streams import build_stream
 from pipelines import cli, figures, registry, tracking
-from pipelines.chain import EXPERIMENT
+from pipelines.chain import EXPERIMENT, scholar_inputs
 from pipelines.cluster import TRIAL_CPU, alive_nodes, check_placeable, join_ray, pinned, trial_plan, trial_slots
-from pipelines.search_space import SweepSpec, parse_sweep
+from pipelines.search_space import SweepSpec, check_combinations, parse_sweep
 from pipelines.settings import DEFAULT_CONFIG, PipelineConfig, check_batch_split, load_settings, read_yaml
 
 
@@ -158,14 +160,40 @@ def _interrupted(sweep: str) -> SweepInterrupted:
     return SweepInterrupted(f"sweep {sweep} interrupted; rerun with --name {sweep} to resume it")
 
 
+def _check_trials(spec: SweepSpec, config: Config, data_root: Path) -> int:
+    """What a trial's chain checks before its workers start, for every combination of swept values
+    (`check_combinations`): its stream's data and a scholar these inputs can feed; and the sweep's own
+    rule that every trial learns as many tasks as the first (ASHA's rungs and the objective are task
+    counts). Each stream is built once, each architecture once. Returns the number of tasks."""
+    streams: dict[tuple[StreamConfig, int], tuple[tuple[int, ...], int, int]] = {}  # -> shape, outputs, tasks
+    architectures: set[str] = set()
+
+    def check(values: Mapping[str, Any]) -> None:
+        trial = from_flat(values, config)
+        data = trial.stream, trial.run.seed
+        if data not in streams:
+            tasks = build_stream(trial.stream, data_root, trial.run.seed)
+            streams[data] = (*scholar_inputs(trial, tasks), len(tasks))
+        shape, outputs, count = streams[data]
+        first = next(iter(streams.values()))[2]  # the first trial's: a refused combination ends the checks
+        if count != first:
+            raise ConfigError(f"{count} tasks where the first trial has {first}; a sweep compares trials task by "
+                              "task, so every trial needs as many")
+        architecture = scholar_spec(trial, shape, outputs)
+        if (key := json.dumps(architecture)) not in architectures:
+            scholar_from_spec(architecture)  # a conv generator whose inputs' sides it cannot halve twice fails
+            architectures.add(key)
+
+    check_combinations(spec, check)
+    return next(iter(streams.values()))[2]
+
+
 def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_root: Path, workdir: Path,
               name: str) -> dict[str, Any]:
-    from dgr.streams import build_stream
-
     sweep = name or f"sweep-{config_hash(config)}"
     _check_sweep_name(sweep, pipeline)
     data_root, workdir = data_root.absolute(), workdir.absolute()  # trials run in their own directories
-    num_tasks = len(build_stream(config.stream, data_root, config.run.seed))  # bad data fails here
+    num_tasks = _check_trials(spec, config, data_root)
     tracking.configure_tracking(workdir)
     experiment = tracking.ensure_experiment(EXPERIMENT, workdir)
     fixed = join_ray()
@@ -173,8 +201,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
     plan = trial_plan(pipeline, nodes)
     if fixed:
         check_placeable(plan, nodes, pipeline)
-    for trial_config in [config, *spec.trial_configs(config)]:
-        check_batch_split(trial_config, plan.num_workers)
+    check_combinations(spec, lambda values: check_batch_split(from_flat(values, config), plan.num_workers))
     sweep_run = tracking.start_sweep_run(experiment, sweep, {"space": json.dumps(spec.space),
                                                              "samples": str(spec.samples)})
     with _ended_if_failed(sweep, sweep_run):

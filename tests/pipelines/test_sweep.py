@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dgr.config import ConfigError
+from pipelines import search_space
 from pipelines import sweep as sweep_module
 from pipelines.cluster import CHECKOUT
 from pipelines.search_space import parse_sweep
@@ -70,17 +71,55 @@ def test_a_sweep_needs_validation_data_to_select_on() -> None:
 def test_swept_validation_data_replaces_the_base_configs() -> None:
     no_validation, _ = load_settings(None, TINY_CHAIN)
     spec = parse_sweep({"space": {"stream.validation": {"uniform": [0.1, 0.3]}}}, no_validation)
-    assert {c.stream.validation for c in spec.trial_configs(no_validation)} == {0.1, 0.3}
+    assert [c["stream.validation"] for c in spec.combinations()] == [0.1, 0.3]
 
 
 def test_integer_keys_take_randint_and_float_keys_any_range() -> None:
     spec = parse_sweep({"space": {"generator.latent": {"randint": [4, 8]}, "solver.lr": {"loguniform": [1e-4, 1e-2]},
                                   "replay.ratio": {"uniform": [0.2, 1]}}}, BASE)
-    # randint excludes its upper bound, as Tune's does
-    assert [(c.generator.latent, c.solver.lr, c.replay.ratio) for c in spec.trial_configs(BASE)] == [
-        (4, BASE.solver.lr, BASE.replay.ratio), (7, BASE.solver.lr, BASE.replay.ratio),
-        (BASE.generator.latent, 1e-4, BASE.replay.ratio), (BASE.generator.latent, 1e-2, BASE.replay.ratio),
-        (BASE.generator.latent, BASE.solver.lr, 0.2), (BASE.generator.latent, BASE.solver.lr, 1.0)]
+    # randint excludes its upper bound, as Tune's does; a range is checked by its ends, in every combination
+    assert [tuple(c.values()) for c in spec.combinations()] == [
+        (4, 1e-4, 0.2), (4, 1e-4, 1.0), (4, 1e-2, 0.2), (4, 1e-2, 1.0),
+        (7, 1e-4, 0.2), (7, 1e-4, 1.0), (7, 1e-2, 0.2), (7, 1e-2, 1.0)]
+
+
+IMAGES = ["stream.name=permuted", "stream.sources=mnist", "stream.image_size=16"]  # a stream whose size can be swept
+CNN_ON_28 = ("sweep.space: solver.kind=cnn with stream.image_size=28: solver.kind: expected mlp for 28x28 streams "
+             "(cnn needs 32x32x3 input, or stream.image_size a multiple of 8), got 'cnn'")
+
+
+@pytest.mark.parametrize("space, error", [
+    # each value is valid with the base config (16x16 images, an mlp solver); cnn and 28 are not, together
+    ({"solver.kind": {"grid": ["mlp", "cnn"]}, "stream.image_size": {"grid": [16, 28]}}, CNN_ON_28),
+    # every choice with every grid value and range end (randint [16, 29] ends at 28)
+    ({"solver.kind": {"choice": ["mlp", "cnn"]}, "stream.image_size": {"randint": [16, 29]}}, CNN_ON_28),
+    # only the keys the error depends on are named: here the ratio alone, whatever the capacity
+    ({"generator.latent": {"grid": [16, 100]}, "replay.ratio": {"choice": ["1/t", 2.0]}},
+     "sweep.space.replay.ratio: expected '1/t' or a number in (0, 1], got 2.0"),
+    # no other value to tell which key the error depends on: every swept key is named
+    ({"solver.kind": {"grid": ["cnn"]}, "stream.image_size": {"grid": [28]}}, CNN_ON_28),
+])
+def test_swept_values_no_trial_config_takes_together_fail_naming_them(space: dict, error: str) -> None:
+    base, _ = load_settings(None, [*TINY_CHAIN, "stream.validation=0.25", *IMAGES])
+    with pytest.raises(ConfigError) as raised:
+        parse_sweep({"space": space}, base)
+    assert str(raised.value) == error
+
+
+def test_a_value_only_other_swept_values_make_valid_is_accepted() -> None:
+    """cnn needs a size that is a multiple of 8, which the base (the sources' 28) is not but every swept one is."""
+    base, _ = load_settings(None, [*TINY_CHAIN, "stream.validation=0.25", *IMAGES[:2]])  # 28x28, the sources'
+    space = {"solver.kind": {"grid": ["mlp", "cnn"]}, "stream.image_size": {"grid": [16, 32]}}
+    assert parse_sweep({"space": space}, base).space == space
+
+
+def test_past_the_combination_limit_each_value_is_checked_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_space, "MAX_COMBINATIONS", 3)
+    space = {"generator.latent": {"grid": [16, 100]}, "replay.ratio": {"choice": ["1/t", 0.5]}}
+    assert parse_sweep({"space": space}, BASE).combinations() == [
+        {"generator.latent": 16}, {"generator.latent": 100}, {"replay.ratio": "1/t"}, {"replay.ratio": 0.5}]
+    with pytest.raises(ConfigError, match=r"^sweep\.space\.replay\.ratio: .* got 2\.0$"):
+        parse_sweep({"space": {**space, "replay.ratio": {"choice": ["1/t", 2.0]}}}, BASE)
 
 
 def test_keys_left_at_their_default_can_be_searched() -> None:
@@ -142,9 +181,36 @@ def test_a_swept_batch_size_the_workers_cannot_split_fails_before_the_sweep_run(
     config.write_text("sweep:\n  space:\n    solver.batch_size: {grid: [32, 33]}\n")
     assert main(["--config", str(config), "--data-root", str(fake_data_root), "--workdir", str(store_workdir),
                  "--name", "s", *tiny_sweep_sets("pipeline.num_workers=2")]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
-        "error: solver.batch_size: 33 does not divide among pipeline.num_workers = 2 workers")
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: sweep.space.solver.batch_size: 33 does not divide among pipeline.num_workers = 2 workers; use a "
+        "multiple of 2")
     assert ray.sweep_runs() == []
+
+
+@pytest.mark.mlflow
+@pytest.mark.parametrize("space, sets, error", [
+    # the trial's chain builds its scholar before its workers start; here it is built before Ray starts
+    ("generator.kind: {grid: [vae, conv-vae]}\n    stream.image_size: {grid: [16, 30]}", IMAGES,
+     "sweep.space: generator.kind=conv-vae with stream.image_size=30: generator.kind: conv-vae needs (C, H, W) "
+     "inputs with H and W divisible by 4, got input shape (1, 30, 30)"),
+    # each swept stream's data is read: MNIST's 28x28 images cannot be padded to 16x16
+    ("stream.image_size: {grid: [32, 16]}", [*IMAGES, "stream.fit=pad"],
+     "sweep.space: stream.image_size=16: mnist train: 28x28 images cannot be padded to 16x16; set stream.fit: resize"),
+    # ASHA compares trials task by task, and a trial is finished after as many tasks as the first
+    ("stream.num_tasks: {grid: [3, 2]}", [],
+     "sweep.space: stream.num_tasks=2: 2 tasks where the first trial has 3; a sweep compares trials task by task, "
+     "so every trial needs as many"),
+])
+def test_swept_values_a_trial_chain_would_refuse_fail_before_the_sweep_run(
+        space: str, sets: list[str], error: str, fake_data_root: Path, store_workdir: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    ray = _Ray(monkeypatch, store_workdir)
+    config = store_workdir / "sweep.yaml"
+    config.write_text(f"sweep:\n  space:\n    {space}\n")
+    assert main(["--config", str(config), "--data-root", str(fake_data_root), "--workdir", str(store_workdir),
+                 "--name", "s", *tiny_sweep_sets(*sets)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {error}"
+    assert ray.sweep_runs() == [] and not (store_workdir / "ray_results").exists()
 
 
 @pytest.mark.mlflow
