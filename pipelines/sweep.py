@@ -141,18 +141,18 @@ def _graced_accuracy(result: Any, grace: int) -> float | None:
 
 
 @contextlib.contextmanager
-def _ended_if_failed(sweep: str, sweep_run: str) -> Iterator[None]:
+def _ended_if_failed(sweep: str, experiment: str, sweep_run: str) -> Iterator[None]:
     """A sweep that stops before its end leaves its run KILLED (interrupted: Ctrl-C, SIGTERM) or FAILED,
-    not RUNNING; a rerun with the same name logs into it again."""
+    and its trials' chain runs that are still open KILLED, not RUNNING (Tune ends the trials' actors
+    without waiting for a chain in the middle of a task); a rerun with the same name logs into them again."""
     try:
         yield
-    except (SweepInterrupted, KeyboardInterrupt) as exc:
-        tracking.end_run(sweep_run, "KILLED")
+    except BaseException as exc:
+        interrupted = isinstance(exc, (SweepInterrupted, KeyboardInterrupt))
+        tracking.close_open_trial_runs(experiment, sweep_run)
+        tracking.end_run(sweep_run, "KILLED" if interrupted else "FAILED")
         if isinstance(exc, KeyboardInterrupt):  # outside Tune's fit
             raise _interrupted(sweep) from None
-        raise
-    except BaseException:
-        tracking.end_run(sweep_run, "FAILED")
         raise
 
 
@@ -204,7 +204,7 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
     check_combinations(spec, lambda values: check_batch_split(from_flat(values, config), plan.num_workers))
     sweep_run = tracking.start_sweep_run(experiment, sweep, {"space": json.dumps(spec.space),
                                                              "samples": str(spec.samples)})
-    with _ended_if_failed(sweep, sweep_run):
+    with _ended_if_failed(sweep, experiment, sweep_run):
         concurrent = spec.max_concurrent or trial_slots(nodes, plan)
         print(f"sweep {sweep}: up to {concurrent} trial(s) at a time, each with {plan.describe()}", flush=True)
         storage, pipeline = pipeline.ray_storage(workdir), pinned(pipeline, plan)

@@ -212,6 +212,17 @@ def close_open_chain_run(experiment_id: str, chain: str, status: str, average_ac
             finish_chain_run(run.info.run_id, average_accuracy, status, step)
 
 
+def close_open_trial_runs(experiment_id: str, sweep_run_id: str) -> None:
+    """End every chain run nested under the sweep's run that is still RUNNING as KILLED, with the task runs
+    it left open: a sweep that stops early ends its trials' processes before their chains end their runs."""
+    client = MlflowClient()
+    with mlflow_step("closing the trials' chain runs"):
+        open_runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{sweep_run_id}' "
+                                       "and attributes.status = 'RUNNING'")
+    for run in open_runs:
+        close_open_chain_run(experiment_id, run.data.tags["dgr.chain"], "KILLED")
+
+
 def start_task_run(parent_run_id: str, experiment_id: str, chain: str, config: Config, config_hash: str,
                    task: TaskInfo) -> str:
     """A RUNNING nested run for one task, opened before its workers train it: its params are the task

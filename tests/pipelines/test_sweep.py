@@ -16,7 +16,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dgr.config import ConfigError
-from pipelines import search_space
+from dgr.streams import TaskInfo
+from pipelines import search_space, tracking
 from pipelines import sweep as sweep_module
 from pipelines.cluster import CHECKOUT
 from pipelines.search_space import parse_sweep
@@ -251,9 +252,9 @@ def test_ctrl_c_and_sigterm_reach_tune_as_its_stop_signal(signum: int) -> None:
 def test_sigterm_ends_the_sweep_as_ctrl_c_does(
         when: str, fake_data_root: Path, store_workdir: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture) -> None:
-    """`ray job stop`, `kill`, `docker stop` send SIGTERM: the sweep's run ends KILLED, the exit status is 130
-    and one line says how to resume, wherever the signal finds the driver (Tune's own path is covered by
-    the interrupted sweep below)."""
+    """`ray job stop`, `kill`, `docker stop` send SIGTERM: the sweep's run ends KILLED, and so do the runs a
+    trial left open, the exit status is 130 and one line says how to resume, wherever the signal finds the
+    driver (Tune's own path is covered by the interrupted sweep below)."""
     ray, before = _Ray(monkeypatch, store_workdir), {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
     def terminated(result: object) -> object:
@@ -262,8 +263,12 @@ def test_sigterm_ends_the_sweep_as_ctrl_c_does(
 
     tune_stops = []
 
-    def fit() -> list:  # Tune's fit: takes SIGUSR1 and, once it fires, ends as if its trials had stopped
+    def fit() -> list:  # Tune's fit: takes SIGUSR1 and, once it fires, ends without waiting for a trial's chain
         signal.signal(signal.SIGUSR1, lambda *args: tune_stops.append(args[0]))
+        sweep_run = ray.sweep_runs()[0].info
+        chain_run = tracking.start_chain_run("s-00000_00000", sweep_run.experiment_id, BASE, "hash", sweep_run.run_id)
+        tracking.start_task_run(chain_run, sweep_run.experiment_id, "s-00000_00000", BASE, "hash",
+                                TaskInfo(0, "task 0", (0, 1)))  # the trial was training its first task
         return terminated([])
 
     if when == "while Tune runs":
@@ -283,6 +288,11 @@ def test_sigterm_ends_the_sweep_as_ctrl_c_does(
     else:
         assert error == "error: sweep s interrupted; rerun with --name s to resume it"
         assert [run.info.status for run in ray.sweep_runs()] == ["KILLED"]
+    client = _client(store_workdir)
+    runs = client.search_runs([client.get_experiment_by_name("dgr").experiment_id])
+    assert {run.info.run_name: run.info.status for run in runs} == {
+        **({} if when == "before the sweep run" else {"s": "KILLED"}),
+        **({"s-00000_00000-hash": "KILLED", "s-00000_00000-task-0": "KILLED"} if when == "while Tune runs" else {})}
     assert tune_stops == ([signal.SIGUSR1] if when == "while Tune runs" else [])
     assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == before
 
