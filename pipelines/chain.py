@@ -152,7 +152,7 @@ def _check_same_data(name: str, done: Sequence[registry.RegisteredTask], tasks: 
             raise tracking.RegistryError(
                 f"registered model {name}: version {registered.version} (task {registered.task}) was trained on "
                 f"data with fingerprint {registered.data_fingerprint}, this run's task {registered.task} has {now} "
-                "(another --data-root or changed files); rerun with --restart or choose another --name")
+                f"(another --data-root or changed files); {registry.NEW_CHAIN}")
 
 
 def _stopped_status(exc: BaseException) -> str:

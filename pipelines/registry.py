@@ -30,6 +30,11 @@ from pipelines.tracking import RegistryError, checked_name, mlflow_step, one_lin
 NONE_PARENT = "none"
 _TASK_ALIAS = re.compile(r"task-(\d+)")
 
+# what a run that finds another chain under its name can do (either command)
+NEW_CHAIN = ("rerun with --restart to start a new chain, or give this one another name (--set pipeline.name=NAME; "
+             "dgr-sweep: --name NAME)")
+
+
 @dataclass(frozen=True)
 class RegisteredTask:
     task: int
@@ -83,9 +88,7 @@ def chain_tasks(chain: str, config_hash: str) -> list[RegisteredTask]:
         if done.config_hash != config_hash:
             raise RegistryError(
                 f"registered model {chain}: version {done.version} (task {done.task}) was trained with "
-                f"config hash {done.config_hash}, this run has {config_hash}; rerun with --restart to "
-                "start a new chain or choose another --name"
-            )
+                f"config hash {done.config_hash}, this run has {config_hash}; {NEW_CHAIN}")
     return tasks
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dgr.config import from_dict, from_flat
+from dgr.config import from_flat
 from dgr.sequence import run_sequence
 from dgr.streams import build_stream
-from tests.conftest import REPO
+from tests.example_configs import example_config
 from tests.fakedata import write_mnist, write_svhn
 
 yaml = pytest.importorskip("yaml")  # absent where only torch is (a GPU machine)
@@ -33,7 +33,7 @@ TINY_BUDGET = {"solver.hidden": 16, "solver.iterations": 3, "solver.batch_size":
 
 @pytest.mark.parametrize("name, kind", [("mnist_svhn.yaml", "conv-vae"), ("mnist_svhn_wgan.yaml", "conv-wgan-gp")])
 def test_mnist_then_svhn_with_a_cnn_solver_and_a_conv_generator(root: Path, name: str, kind: str) -> None:
-    example = from_dict(yaml.safe_load((REPO / "configs" / name).read_text()))
+    example = example_config(name)
     assert (example.solver.kind, example.generator.kind) == ("cnn", kind)
     config = from_flat(TINY_BUDGET, example)
     tasks = build_stream(config.stream, root, config.run.seed)
@@ -49,7 +49,7 @@ def test_mnist_then_svhn_with_a_cnn_solver_and_a_conv_generator(root: Path, name
 
 def test_the_cpu_budget_conv_wgan_config_trains_split_mnist(tmp_path: Path) -> None:
     write_mnist(tmp_path, np.random.default_rng(1), 3, 2)
-    example = from_dict(yaml.safe_load((REPO / "configs" / "split_mnist_conv_wgan.yaml").read_text()))
+    example = example_config("split_mnist_conv_wgan.yaml")
     g = example.generator
     assert (g.kind, g.channels, g.learning_rate, g.iterations) == ("conv-wgan-gp", 16, 1e-3, 500)
     assert (example.solver.iterations, example.stream.scenario) == (2000, "class")
@@ -63,7 +63,7 @@ def test_the_cpu_budget_conv_wgan_config_trains_split_mnist(tmp_path: Path) -> N
 
 def test_the_permuted_conv_wgan_config_replays_with_soft_targets(tmp_path: Path) -> None:
     write_mnist(tmp_path, np.random.default_rng(2), 3, 2)
-    example = from_dict(yaml.safe_load((REPO / "configs" / "permuted_mnist_conv_wgan.yaml").read_text()))
+    example = example_config("permuted_mnist_conv_wgan.yaml")
     g, r = example.generator, example.replay
     assert (g.kind, g.channels, g.learning_rate, g.iterations) == ("conv-wgan-gp", 16, 1e-3, 500)
     assert (r.arm, r.targets, r.temperature) == ("gr", "soft", 2.0)

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgr.config import Config, StreamConfig, from_dict
+from dgr.config import StreamConfig
 from dgr.datasets import DatasetError
 from dgr.scenario import Scenario, output_size
 from dgr.sequence import run_sequence
 from dgr.streams import Task, build_stream, iter_stream, stream_infos
-from tests.conftest import REPO, tiny_config
+from tests.conftest import tiny_config
+from tests.example_configs import example_config
 from tests.userfiles import write_folder, write_npz
 
 yaml = pytest.importorskip("yaml")  # absent where only torch is (a GPU machine)
@@ -124,20 +125,14 @@ def test_mnist_then_fashion_mnist_from_the_real_data(real_data_root: Path) -> No
         assert len(counts) == 10 and int(counts.min()) >= 800
 
 
-def config_file(name: str) -> Config:
-    values = yaml.safe_load((REPO / "configs" / name).read_text())
-    values.pop("pipeline")
-    return from_dict(values)
-
-
 def test_the_example_configs_build_their_streams(tmp_path: Path) -> None:
     for site in ("site_a", "site_b"):
         write_folder(tmp_path / site, ["normal", "pneumonia"], {"train": 10, "test": 2}, size=20, channels=3)
-    config = config_file("own_images.yaml")
+    config = example_config("own_images.yaml")
     tasks = build_stream(config.stream, tmp_path, config.run.seed)
     assert [t.name for t in tasks] == ["site_a", "site_b"] and tasks[1].classes == (2, 3)
     assert all(t.input_shape == (1, 32, 32) and t.valid_y is not None for t in tasks)
-    assert config_file("new_domains_mnist_fashion.yaml").stream.sources == ("mnist", "fashion_mnist")
+    assert example_config("new_domains_mnist_fashion.yaml").stream.sources == ("mnist", "fashion_mnist")
 
 
 @pytest.mark.parametrize("stream", [

@@ -11,6 +11,7 @@ import pytest
 from dgr.config import Config, ConfigError, StreamConfig
 from pipelines import tracking
 from pipelines.settings import CHAIN_NAME, MAX_NAME, MAX_TITLE, PipelineConfig, load_settings
+from tests.conftest import REPO
 
 
 def _name(**stream: object) -> str:
@@ -91,3 +92,11 @@ def test_text_that_is_not_a_number_stays_an_error(tmp_path: Path) -> None:
 def test_worker_cpus_must_be_finite(value: str) -> None:
     with pytest.raises(ConfigError, match=rf"^pipeline\.worker_cpus: expected a finite number >= 0, got {value}$"):
         load_settings(None, [f"pipeline.worker_cpus={value}"])
+
+
+def test_the_example_configs_register_distinct_chains() -> None:
+    # two example chains under one name would refuse each other in one workdir (another config hash)
+    names = {path.name: pipeline.chain_name(config) for path in sorted((REPO / "configs").glob("*.yaml"))
+             if not path.name.startswith("sweep")  # a sweep's trials are named after the sweep
+             for config, pipeline in [load_settings(path, [])]}
+    assert len(set(names.values())) == len(names), names
