@@ -108,7 +108,11 @@ def _tuner(spec: SweepSpec, config: Config, pipeline: PipelineConfig, data_root:
         param_space=spec.tune_space(),
         tune_config=tune.TuneConfig(metric="validation_accuracy", mode="max", scheduler=scheduler,
                                     num_samples=spec.samples, max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(name=sweep, storage_path=storage),
+        # no Tune checkpoint (a class trainable's default is one at its end): the registry is the chain's,
+        # and a trial on a node without the storage path would fail to persist one (Ray checks a marker
+        # file the driver wrote), so a sweep on several nodes needs no shared storage
+        run_config=tune.RunConfig(name=sweep, storage_path=storage,
+                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
     )
 
 

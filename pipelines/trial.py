@@ -85,15 +85,6 @@ class ChainTrial(tune.Trainable):
             if result["tasks"] > self.iteration or result["done"]:
                 return result
 
-    def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
-        """The chain's real checkpoint is the registry (a restored trial resumes its chain from there by
-        name); Tune's checkpoint only records which chain and how far it got."""
-        return {"chain": self.chain, "tasks": self.iteration}
-
-    def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if checkpoint["chain"] != self.chain:
-            raise ValueError(f"checkpoint of chain {checkpoint['chain']} given to trial chain {self.chain}")
-
     def cleanup(self) -> None:
         """Tune's stop: let a finished chain close, stop any other at its next task boundary, then wait
         until its Ray Train run has ended (an extra decision for a chain that already ended is ignored)."""

@@ -348,6 +348,8 @@ def _check_sweep(workdir: Path, stdout: str) -> list[dict]:
     assert [m.name for m in client.search_registered_models()] == [best["registered_model"]]
     assert len(client.search_model_versions(f"name = '{best['registered_model']}'")) == best["tasks"]
     assert set(client.get_registered_model(best["registered_model"]).aliases) == {"task-0", "task-1", "best"}
+    # Tune saved no checkpoint (the registry is the chain's): a trial on another node would fail to save one
+    assert not list((workdir / "ray_results").rglob("checkpoint_*"))
     for t in trials:  # every trial's task runs stay
         runs = client.search_runs([sweep_runs[0].info.experiment_id],
                                   filter_string=f"tags.`dgr.chain` = '{t['registered_model']}'")
