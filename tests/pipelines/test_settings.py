@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from dgr.config import Config, ConfigError, StreamConfig
+from dgr.config import Config, ConfigError, StreamConfig, config_keys, from_flat
 from pipelines import tracking
-from pipelines.settings import CHAIN_NAME, MAX_NAME, MAX_TITLE, PipelineConfig, load_settings
+from pipelines.settings import (CHAIN_NAME, DEFAULT_CONFIG, MAX_NAME, MAX_TITLE, PipelineConfig, load_settings,
+                                read_yaml)
 from tests.conftest import REPO
 
 
@@ -100,3 +101,10 @@ def test_the_example_configs_register_distinct_chains() -> None:
              if not path.name.startswith("sweep")  # a sweep's trials are named after the sweep
              for config, pipeline in [load_settings(path, [])]}
     assert len(set(names.values())) == len(names), names
+
+
+def test_the_default_config_lists_every_key_at_its_default() -> None:
+    listed = {f"{section}.{key}" for section, inner in read_yaml(DEFAULT_CONFIG).items() for key in inner}
+    assert listed == set(config_keys()) | {f"pipeline.{f.name}" for f in dataclasses.fields(PipelineConfig)}
+    config, pipeline = load_settings(DEFAULT_CONFIG, [])
+    assert config == from_flat({"run.device": "auto"}) and pipeline == PipelineConfig()
