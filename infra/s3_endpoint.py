@@ -57,8 +57,10 @@ def create_bucket(endpoint: str, bucket: str) -> None:
 
 
 def environment(endpoint: str) -> dict[str, str]:
-    """What an MLflow server (proxied artifacts) or client (direct) needs to reach this endpoint."""
-    return {"MLFLOW_S3_ENDPOINT_URL": endpoint, **CREDENTIALS}
+    """What an MLflow server (proxied artifacts) or client (direct) needs to reach this endpoint: MLflow
+    reads MLFLOW_S3_ENDPOINT_URL; pyarrow's S3 filesystem (Ray's `pipeline.storage_path`) and boto3 read
+    AWS_ENDPOINT_URL."""
+    return {"MLFLOW_S3_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL": endpoint, **CREDENTIALS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,6 @@ def test_artifacts_and_ray_run_state_land_on_s3(
         create_bucket(endpoint, "dgr")
         for key, value in environment(endpoint).items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # pyarrow (Ray storage) reads this one
         monkeypatch.setenv("DGR_ARTIFACT_LOCATION", "s3://dgr/mlflow")
         ray.init(address="local", num_cpus=2, configure_logging=False)
         try:

@@ -84,6 +84,22 @@ def test_s3_endpoint_round_trips_an_object(s3_endpoint):
     assert s3.get_object(Bucket="dgr", Key="a/b.txt")["Body"].read() == b"replay"
 
 
+def test_s3_endpoint_environment_is_all_ray_storage_needs(s3_endpoint, monkeypatch):
+    """`pipeline.storage_path=s3://...` goes through pyarrow's S3 filesystem, which reads AWS_ENDPOINT_URL
+    (not MLFLOW_S3_ENDPOINT_URL); without it pyarrow asks AWS where the bucket is."""
+    from pyarrow import fs
+
+    create_bucket(s3_endpoint, "dgr")
+    for key in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environment(s3_endpoint).items():
+        monkeypatch.setenv(key, value)
+    filesystem, path = fs.FileSystem.from_uri("s3://dgr/ray/state.txt")
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(b"replay")
+    assert s3_client(s3_endpoint).get_object(Bucket="dgr", Key="ray/state.txt")["Body"].read() == b"replay"
+
+
 def test_s3_endpoint_refuses_a_busy_port(s3_endpoint):
     with pytest.raises(OSError, match="not free"):
         start_s3_endpoint(port=int(s3_endpoint.rsplit(":", 1)[1]))
