@@ -29,7 +29,9 @@ def arms(steps: int, channels: int) -> dict[str, dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    p = parser(__doc__.splitlines()[0], "gr-conv-wgan,gr-vae,er,none", "domain", "1", "results/permuted_wgan.json")
+    # --help lists the arms' names, which do not depend on --steps and --channels
+    p = parser(__doc__.splitlines()[0], "gr-conv-wgan,gr-vae,er,none", "domain", "1", "results/permuted_wgan.json",
+               known=arms(steps=0, channels=0))
     p.add_argument("--steps", type=int, default=1000, help="WGAN-GP generator steps per task")
     p.add_argument("--channels", type=int, default=32, help="generator.channels of the conv WGAN-GP")
     args = p.parse_args()

@@ -102,7 +102,7 @@ FIXED = {"plain": ["-c", "import torch"], "floor": [__file__, "--floor"]}
 
 
 def measure(runner: str, overrides: list[str], data_root: str) -> dict[str, Any]:
-    """One whole-process run of `runner` ("core", "default" or a worker count)."""
+    """One whole-process run of `runner` ("core", "default", a worker count, "plain" or "floor")."""
     with tempfile.TemporaryDirectory() as workdir:
         out = f"{workdir}/result.json"
         if runner in FIXED:  # no training: wall time only
@@ -184,7 +184,8 @@ def main() -> None:
                    help="solver and generator iterations per task (2000: the reference protocol)")
     p.add_argument("--runners", default="core,default,1,2",
                    help="comma list: core (the single-process runner), default (the main job as configured), "
-                        "or a pipeline worker count")
+                        "a pipeline worker count, plain (a process that imports torch) or floor (the local "
+                        "Ray and one fit() that trains nothing)")
     p.add_argument("--seeds", default="1")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     p.add_argument("--json", default=None, help="results file (default results/pipeline_overhead_<it>.json)")
