@@ -2,11 +2,13 @@
 
     sweep:
       samples: 8
+      grace_period: 1                       # ASHA: tasks every trial gets before it may be stopped
+      reduction_factor: 2
+      max_concurrent: 0                     # trials at once; 0: as many as the cluster can give workers
       space:                                # dotted config keys -> one Tune sampler each
         replay.ratio: {choice: ["1/t", 0.25, 0.5, 0.75]}
         generator.latent: {choice: [16, 100]}
         generator.hidden: {choice: [100, 400]}
-      asha: {grace_period: 1, reduction_factor: 2}
 
 Samplers: choice, grid (every value, once per sample), uniform, loguniform (floats), randint (integers
 in [low, high), high excluded as in Tune). The values a sampler can produce (a range by its ends) are

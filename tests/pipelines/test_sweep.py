@@ -9,10 +9,12 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from dgr.config import ConfigError
@@ -54,6 +56,13 @@ def test_bad_search_space_fails_with_the_key(space: dict, named: str) -> None:
         parse_sweep({"space": space}, BASE)
     message = str(error.value)
     assert message.startswith(f"{key}:") and says in message and "\n" not in message, message
+
+
+def test_the_modules_example_sweep_section_parses() -> None:
+    example = re.search(r"\n\n((?:    .*\n)+)", search_space.__doc__).group(1)
+    spec = parse_sweep(yaml.safe_load(textwrap.dedent(example))["sweep"], BASE)
+    assert (spec.samples, spec.grace_period, spec.reduction_factor) == (8, 1, 2)
+    assert spec.space == search_space.DEFAULT_SPACE
 
 
 def test_unknown_sweep_setting_and_bad_sample_count_fail() -> None:
