@@ -36,9 +36,11 @@ ARMS: dict[str, dict[str, Any]] = {
 
 def parser(description: str, arms: str, scenarios: str, seeds: str, json_path: str,
            known: dict[str, dict[str, Any]] = ARMS) -> argparse.ArgumentParser:
-    """`arms`: the default --arms; `known`: the arms the script gives `main`, which --help lists."""
+    """`arms`: the default --arms; `known`: the arms the script gives `main`, which --help lists (none: the
+    script makes its arms from options of its own, and has no --arms)."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--arms", default=arms, help=f"comma list of {', '.join(known)}")
+    if known:
+        p.add_argument("--arms", default=arms, help=f"comma list of {', '.join(known)}")
     p.add_argument("--scenarios", default=scenarios, help="comma list of task, domain, class")
     p.add_argument("--seeds", default=seeds, help="comma list of integers")
     p.add_argument("--data-root", default=None, help="datasets root (default $DGR_DATA_ROOT or ./data)")

@@ -42,7 +42,7 @@ def budget_table(runs: list[dict[str, Any]], kinds: list[str], steps: list[int])
 
 
 if __name__ == "__main__":
-    p = parser(__doc__.splitlines()[0], "", "class", "1", "results/wgan_split_mnist.json")
+    p = parser(__doc__.splitlines()[0], "", "class", "1", "results/wgan_split_mnist.json", known={})
     p.add_argument("--kinds", default="conv-wgan-gp,wgan-gp", help="comma list of conv-wgan-gp, wgan-gp")
     p.add_argument("--steps", default="250,500,1000", help="comma list of generator steps per task")
     p.add_argument("--channels", type=int, default=32, help="generator.channels of conv-wgan-gp")
