@@ -238,39 +238,40 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
     fit.start()
     chain.result.workers = asdict(plan)
     progress = ChainProgress(chain.name, len(chain.tasks), first)
-    try:
-        for task in chain.tasks[first:]:
-            payload = None
-            while payload is None:
-                payload = ray.get(gate.wait_trained.remote(task.index, 2.0))
-                if payload is None and not fit.is_alive():
-                    raise RuntimeError(f"Ray Train stopped before task {task.index} was trained: {fit.error}")
-            following = chain.tasks[task.index + 1] if task.index + 1 < len(chain.tasks) else None
-            if run_ahead and following is not None:  # the workers are training it already
-                task_runs[following.index] = _open_task_run(chain, following, gate)
-            registering = time.perf_counter()
-            check_finite(task.index, {k.removeprefix("loss_"): v for k, v in payload["metrics"].items()
-                                      if k.startswith("loss_")})  # a diverged scholar is never registered
-            version = _register_task(chain, task, task_runs[task.index], _scholar_of(payload), payload["metrics"])
-            tracking.end_run(task_runs.pop(task.index), "FINISHED")
-            chain.result.train_seconds.append(payload["metrics"]["train_seconds"])
-            chain.result.register_seconds.append(time.perf_counter() - registering)
-            chain.result.worker_nodes.append(payload["nodes"])
-            progress.task_done(task.index, chain.result.train_seconds[-1] + chain.result.register_seconds[-1])
-            if chain.on_task is not None:
-                # may raise ChainStopped: the workers wait meanwhile
-                chain.on_task(task.index, chain.result.accuracy_matrix, chain.result.validation_matrix)
-            if not run_ahead and following is not None:
-                task_runs[following.index] = _open_task_run(chain, following, gate)
-            ray.get(gate.registered.remote(task.index, version))
-    except BaseException as exc:
-        for run_id in task_runs.values():
-            tracking.end_run(run_id, _stopped_status(exc))
-        ray.get(gate.abort.remote())
-        # Workers waiting at the gate end at once; workers that ran ahead end with their task, or with
-        # the driver's Ray, so the driver does not wait for them long.
-        fit.join(timeout=10 if run_ahead else 60)
-        raise
+    with progress.shown():  # on a terminal the bar stays below the workers' lines
+        try:
+            for task in chain.tasks[first:]:
+                payload = None
+                while payload is None:
+                    payload = ray.get(gate.wait_trained.remote(task.index, 2.0))
+                    if payload is None and not fit.is_alive():
+                        raise RuntimeError(f"Ray Train stopped before task {task.index} was trained: {fit.error}")
+                following = chain.tasks[task.index + 1] if task.index + 1 < len(chain.tasks) else None
+                if run_ahead and following is not None:  # the workers are training it already
+                    task_runs[following.index] = _open_task_run(chain, following, gate)
+                registering = time.perf_counter()
+                check_finite(task.index, {k.removeprefix("loss_"): v for k, v in payload["metrics"].items()
+                                          if k.startswith("loss_")})  # a diverged scholar is never registered
+                version = _register_task(chain, task, task_runs[task.index], _scholar_of(payload), payload["metrics"])
+                tracking.end_run(task_runs.pop(task.index), "FINISHED")
+                chain.result.train_seconds.append(payload["metrics"]["train_seconds"])
+                chain.result.register_seconds.append(time.perf_counter() - registering)
+                chain.result.worker_nodes.append(payload["nodes"])
+                progress.task_done(task.index, chain.result.train_seconds[-1] + chain.result.register_seconds[-1])
+                if chain.on_task is not None:
+                    # may raise ChainStopped: the workers wait meanwhile
+                    chain.on_task(task.index, chain.result.accuracy_matrix, chain.result.validation_matrix)
+                if not run_ahead and following is not None:
+                    task_runs[following.index] = _open_task_run(chain, following, gate)
+                ray.get(gate.registered.remote(task.index, version))
+        except BaseException as exc:
+            for run_id in task_runs.values():
+                tracking.end_run(run_id, _stopped_status(exc))
+            ray.get(gate.abort.remote())
+            # Workers waiting at the gate end at once; workers that ran ahead end with their task, or with
+            # the driver's Ray, so the driver does not wait for them long.
+            fit.join(timeout=10 if run_ahead else 60)
+            raise
     fit.join()
     if fit.error is not None:
         raise RuntimeError(f"Ray Train failed after the last task: {fit.error}")
