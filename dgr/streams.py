@@ -255,11 +255,13 @@ def _check_room(config: StreamConfig, first: Task) -> None:
                           f"now; use fewer tasks or fewer images (stream.train_samples, stream.test_samples)")
 
 
-def _memory_available() -> int | None:
+def _memory_available(root: Path = Path("/")) -> int | None:
     """Bytes the process may still take: Linux's MemAvailable, lowered to what a cgroup v2 memory limit
-    (a container's) leaves; elsewhere the machine's physical memory; None where neither can be read."""
+    (a container's) leaves beyond the cgroup's anonymous memory (its page cache can be reclaimed);
+    elsewhere the machine's physical memory; None where neither can be read. `root`: where /proc and /sys
+    are (tests give a folder of such files)."""
     try:
-        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        meminfo = dict(line.split(":", 1) for line in (root / "proc/meminfo").read_text().splitlines())
         room = int(meminfo["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         try:
@@ -267,11 +269,11 @@ def _memory_available() -> int | None:
         except (ValueError, OSError, AttributeError):
             return None
     try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        limit = (root / "sys/fs/cgroup/memory.max").read_text().strip()
+        stat = dict(line.split() for line in (root / "sys/fs/cgroup/memory.stat").read_text().splitlines())
         if limit != "max":
-            room = min(room, int(limit) - used)
-    except (OSError, ValueError):
+            room = min(room, int(limit) - int(stat["anon"]))
+    except (OSError, ValueError, KeyError):
         pass
     return room
 

@@ -170,3 +170,18 @@ def test_the_memory_available_is_read_on_this_machine() -> None:
 
     room = _memory_available()
     assert isinstance(room, int) and room > 0
+
+
+def test_a_container_memory_limit_lowers_the_memory_available(tmp_path: Path) -> None:
+    from dgr.streams import _memory_available
+
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "meminfo").write_text("MemTotal: 64000000 kB\nMemAvailable: 50000000 kB\n")
+    assert _memory_available(tmp_path) == 50000000 * 1024  # no cgroup limit: the machine's figure
+    cgroup = tmp_path / "sys" / "fs" / "cgroup"
+    cgroup.mkdir(parents=True)
+    (cgroup / "memory.max").write_text("max\n")
+    (cgroup / "memory.stat").write_text("anon 1000\nfile 5000\n")
+    assert _memory_available(tmp_path) == 50000000 * 1024
+    (cgroup / "memory.max").write_text(f"{8 * 2**30}\n")  # the page cache ("file") can be reclaimed
+    assert _memory_available(tmp_path) == 8 * 2**30 - 1000
