@@ -241,22 +241,12 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
     with progress.shown():  # on a terminal the bar stays below the workers' lines
         try:
             for task in chain.tasks[first:]:
-                payload = None
-                while payload is None:
-                    payload = ray.get(gate.wait_trained.remote(task.index, 2.0))
-                    if payload is None and not fit.is_alive():
-                        raise RuntimeError(f"Ray Train stopped before task {task.index} was trained: {fit.error}")
+                payload = _trained(gate, fit, task.index)
                 following = chain.tasks[task.index + 1] if task.index + 1 < len(chain.tasks) else None
                 if run_ahead and following is not None:  # the workers are training it already
                     task_runs[following.index] = _open_task_run(chain, following, gate)
-                registering = time.perf_counter()
-                check_finite(task.index, {k.removeprefix("loss_"): v for k, v in payload["metrics"].items()
-                                          if k.startswith("loss_")})  # a diverged scholar is never registered
-                version = _register_task(chain, task, task_runs[task.index], _scholar_of(payload), payload["metrics"])
+                version = _register_trained(chain, task, task_runs[task.index], payload)
                 tracking.end_run(task_runs.pop(task.index), "FINISHED")
-                chain.result.train_seconds.append(payload["metrics"]["train_seconds"])
-                chain.result.register_seconds.append(time.perf_counter() - registering)
-                chain.result.worker_nodes.append(payload["nodes"])
                 progress.task_done(task.index, chain.result.train_seconds[-1] + chain.result.register_seconds[-1])
                 if chain.on_task is not None:
                     # may raise ChainStopped: the workers wait meanwhile
@@ -276,6 +266,28 @@ def _train_remaining(chain: Chain, plan: WorkerPlan, pipeline: PipelineConfig, d
     if fit.error is not None:
         raise RuntimeError(f"Ray Train failed after the last task: {fit.error}")
     ray.kill(gate)
+
+
+def _trained(gate: Any, fit: Fit, task: int) -> dict[str, Any]:
+    """What the workers' rank 0 hands the gate once `task` is trained (scholar, metrics, nodes)."""
+    import ray
+
+    while (payload := ray.get(gate.wait_trained.remote(task, 2.0))) is None:
+        if not fit.is_alive():
+            raise RuntimeError(f"Ray Train stopped before task {task} was trained: {fit.error}")
+    return payload
+
+
+def _register_trained(chain: Chain, task: Task, run_id: str, payload: dict[str, Any]) -> str:
+    """Register the scholar the workers trained on `task` (never a diverged one) and record its times."""
+    registering = time.perf_counter()
+    check_finite(task.index, {k.removeprefix("loss_"): v for k, v in payload["metrics"].items()
+                              if k.startswith("loss_")})
+    version = _register_task(chain, task, run_id, _scholar_of(payload), payload["metrics"])
+    chain.result.train_seconds.append(payload["metrics"]["train_seconds"])
+    chain.result.register_seconds.append(time.perf_counter() - registering)
+    chain.result.worker_nodes.append(payload["nodes"])
+    return version
 
 
 def _open_task_run(chain: Chain, task: Task, gate: Any) -> str:
