@@ -247,7 +247,8 @@ def _check_room(config: StreamConfig, first: Task) -> None:
     with the figures, rather than in the kernel's out-of-memory killer after minutes of building."""
     if config.name != "permuted":
         return
-    each = sum(t.numel() * t.element_size() for t in dataclasses.astuple(first) if isinstance(t, torch.Tensor))
+    tensors = [getattr(first, f.name) for f in dataclasses.fields(first)]  # astuple would deep-copy them
+    each = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
     need, room = config.num_tasks * each, _memory_available()
     if room is not None and need > room:
         raise ConfigError(f"stream.num_tasks: {config.num_tasks} permuted tasks of {each / 2**20:.1f} MiB each "
