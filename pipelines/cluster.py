@@ -47,6 +47,13 @@ class WorkerPlan:
         return f"{self.num_workers} worker(s) x {self.threads} thread(s), each holding {self.cpus:g} CPU{gpus}; {ahead}"
 
 
+# Ray Train's preemption watcher (an actor per worker group) polls the cluster for nodes being drained, as
+# spot nodes are before they go; a local Ray is one machine that nothing drains. It also logs an error line
+# at every start (ray-project/ray#53727). A value in the driver's environment still wins: Ray Train
+# passes its own variables on to its controller over the job's.
+LOCAL_RAY_TRAIN = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
 def ray_init_args() -> dict[str, Any]:
     """No RAY_ADDRESS: a new local Ray (never a stale `ray start` cluster's address file), whose workers
     import this checkout. With RAY_ADDRESS: join that cluster (`ray job submit` sets it, and its
@@ -58,7 +65,8 @@ def ray_init_args() -> dict[str, Any]:
     if os.environ.get("RAY_ADDRESS"):
         return {}
     paths = [str(CHECKOUT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {"address": "local", "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}}
+    return {"address": "local", "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(paths),
+                                                             **LOCAL_RAY_TRAIN}}}
 
 
 _LOCAL_RAYS: set[str] = set()  # GCS addresses of the local Rays this process started

@@ -17,6 +17,7 @@ import importlib
 import io
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -141,8 +142,19 @@ def _take_rank0_weights(scholar: Scholar, world_size: int) -> None:
                 torch.distributed.broadcast(tensor, src=0)
 
 
+def _quiet_report_lines() -> None:
+    """Ray Train 2.60 logs every `ray.train.report` of every rank as an INFO line holding the whole metrics
+    dict, beside the worker's own line for the same task's end. Its logger is named by its module's file
+    path, which Train's log-level setting (for `ray.train.*` names) does not reach; it logs nothing else
+    at INFO, and its warnings still show."""
+    module = sys.modules.get("ray.train.v2._internal.execution.context")
+    if module is not None and module.__file__:
+        logging.getLogger(module.__file__).setLevel(logging.WARNING)
+
+
 def train_chain(settings: dict[str, Any]) -> None:
     """`train_loop_per_worker` of the chain's TorchTrainer. `settings` is plain data from the driver."""
+    _quiet_report_lines()
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(settings["threads"])
