@@ -125,6 +125,11 @@ class StreamConfig:
         _check(len(set(self.class_names)) == len(self.class_names), "stream.class_names", "distinct names",
                self.class_names)
         self._check_sources()
+        if self.name not in ("permuted_mnist", "permuted"):
+            tasks = "sources" if self.name in ("domains", "mnist_svhn", "svhn_mnist") else "class groups"
+            _check(self.num_tasks == StreamConfig.num_tasks, "stream.num_tasks",
+                   f"to be left out with a {self.name} stream, whose tasks are its {tasks} (a task count is for "
+                   "permuted streams)", self.num_tasks)
 
     def _check_sources(self) -> None:
         if self.name in STREAMS:  # a built-in stream fixes its sources and input shape

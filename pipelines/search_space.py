@@ -10,6 +10,7 @@
         generator.latent: {choice: [16, 100]}
         generator.hidden: {choice: [100, 400]}
 
+`samples` defaults to 8, or to 1 for a space of grids only, where more samples would repeat the same runs.
 Samplers: choice, grid (every value, once per sample), uniform, loguniform (floats), randint (integers
 in [low, high), high excluded as in Tune). The values a sampler can produce (a range by its ends) are
 checked in every combination with the other keys' (`check_combinations`), so an r outside (0, 1], a
@@ -43,7 +44,7 @@ Check = Callable[[Mapping[str, Any]], None]  # raises ConfigError or DatasetErro
 
 @dataclass(frozen=True)
 class SweepSpec:
-    samples: int = 8
+    samples: int = 8  # parse_sweep's default is 1 for a space of grids only
     space: dict[str, dict[str, list[Any]]] = field(default_factory=lambda: dict(DEFAULT_SPACE))
     grace_period: int = 1  # tasks a trial always gets before ASHA may stop it
     reduction_factor: int = 2
@@ -142,16 +143,27 @@ def parse_sweep(values: Mapping[str, Any] | None, base: Config) -> SweepSpec:
         if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
             raise ConfigError(f"sweep.space.{key}: expected one sampler of {', '.join(SAMPLERS)}, got {spec!r}")
         _values_to_check(key, *next(iter(spec.items())))
-    spec = SweepSpec(space={k: dict(v) for k, v in space.items()},
-                     **{k: values[k] for k in ("samples", "grace_period", "reduction_factor", "max_concurrent")
-                        if k in values})
+    settings = {k: values[k] for k in ("samples", "grace_period", "reduction_factor", "max_concurrent") if k in values}
+    if all(next(iter(sampler)) == "grid" for sampler in space.values()):
+        settings.setdefault("samples", 1)  # every combination once; more would repeat the same runs
+    spec = SweepSpec(space={k: dict(v) for k, v in space.items()}, **settings)
     for name, low in (("samples", 1), ("grace_period", 1), ("reduction_factor", 2), ("max_concurrent", 0)):
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"sweep.{name}: expected an integer >= {low}, got {value!r}")
+    _check_repeats(spec)
     check_combinations(spec, lambda values: from_flat(values, base))
     _check_validation(spec.values().get("stream.validation"), base)
     return spec
+
+
+def _check_repeats(spec: SweepSpec) -> None:
+    """Each sample runs every grid combination once and draws the other samplers anew: with grids only, a
+    second sample repeats the first's trials exactly (same configs, same `run.seed`)."""
+    if spec.samples > 1 and all(next(iter(sampler)) == "grid" for sampler in spec.space.values()):
+        raise ConfigError(f"sweep.samples: {spec.samples} samples of a space of grids only run each combination "
+                          f"{spec.samples} times with the same run.seed, so the repeats give the same results; "
+                          "use 1, or sweep run.seed (e.g. run.seed: {grid: [1, 2]}) for runs with other seeds")
 
 
 def _check_validation(swept: list[Any] | None, base: Config) -> None:

@@ -170,6 +170,21 @@ def test_bad_stream_fields_fail_with_their_dotted_name(stream: dict[str, Any], n
     assert error_of(lambda: StreamConfig(**stream)).startswith(name)
 
 
+@pytest.mark.parametrize("stream, tasks", [
+    ({"name": "split_mnist"}, "class groups"),
+    ({"name": "split", "sources": "mnist"}, "class groups"),
+    ({"name": "mnist_svhn"}, "sources"),
+    ({"name": "domains", "sources": "mnist,svhn"}, "sources"),
+])
+def test_a_task_count_for_a_stream_whose_data_fixes_its_tasks_is_refused(stream: dict[str, Any], tasks: str) -> None:
+    """Split MNIST with num_tasks 2 ran all five tasks without a word."""
+    assert StreamConfig(**stream).num_tasks == 5  # the default, left out
+    assert error_of(lambda: StreamConfig(**stream, num_tasks=2)) == (
+        f"stream.num_tasks: expected to be left out with a {stream['name']} stream, whose tasks are its {tasks} "
+        "(a task count is for permuted streams), got 2")
+    assert StreamConfig(name="permuted", sources="mnist", num_tasks=2).num_tasks == 2
+
+
 def test_cnn_solver_on_a_stream_resized_to_a_multiple_of_eight() -> None:
     stream = StreamConfig(name="domains", sources=("mnist", "svhn"), image_size=32, channels=3)
     assert Config(stream=stream, solver=SolverConfig(kind="cnn")).solver.kind == "cnn"

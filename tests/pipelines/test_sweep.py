@@ -72,6 +72,18 @@ def test_unknown_sweep_setting_and_bad_sample_count_fail() -> None:
         parse_sweep({"samples": 0}, BASE)
 
 
+def test_more_samples_of_grids_alone_are_refused_since_they_repeat_the_same_runs() -> None:
+    grids = {"generator.latent": {"grid": [16, 100]}, "replay.ratio": {"grid": ["1/t", 0.5]}}
+    assert parse_sweep({"space": grids}, BASE).samples == 1  # the default for grids only
+    with pytest.raises(ConfigError) as error:
+        parse_sweep({"samples": 2, "space": grids}, BASE)
+    assert str(error.value).startswith("sweep.samples: 2 samples of a space of grids only run each combination 2 "
+                                       "times with the same run.seed") and "sweep run.seed" in str(error.value)
+    # a sampler drawn anew per sample makes each sample's trials other configs
+    mixed = {**grids, "replay.ratio": {"choice": ["1/t", 0.5]}}
+    assert parse_sweep({"samples": 2, "space": mixed}, BASE).samples == 2
+
+
 def test_a_sweep_needs_validation_data_to_select_on() -> None:
     no_validation, _ = load_settings(None, TINY_CHAIN)
     with pytest.raises(ConfigError, match=r"^stream\.validation: .*never on test accuracy"):

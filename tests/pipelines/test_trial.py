@@ -45,8 +45,8 @@ def make_trial(monkeypatch: pytest.MonkeyPatch):
 
         class Trial(trial_module.ChainTrial):
             def setup(self, config: dict[str, Any]) -> None:
-                super().setup(config, base={"stream.num_tasks": 3}, pipeline={}, data_root="/data",
-                              workdir="/work", sweep="sweep", sweep_run="run")
+                super().setup(config, base={"stream.name": "permuted_mnist", "stream.num_tasks": 3}, pipeline={},
+                              data_root="/data", workdir="/work", sweep="sweep", sweep_run="run")
 
         return Trial(config={"replay.ratio": 0.5})
     return make
