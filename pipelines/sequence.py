@@ -10,7 +10,6 @@ The command line only; the driver is `pipelines.chain.run_chain`.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Any, Sequence
 
@@ -42,7 +41,6 @@ def main(argv: Sequence[str] | None = None, **chain_options: Any) -> int:
     """The exit status: 0, 2 for bad input (one `error:` line), 1 when Ray Train gave up, 130 when
     interrupted (Ctrl-C, SIGTERM). `chain_options` go to `run_chain` (tests pass a worker hook there)."""
     args = parse_args(argv)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store-creation notes are noise here
     try:
         cli.check_outputs(args)
         config, pipeline = load_settings(args.config, args.set)

@@ -253,8 +253,9 @@ def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_ro
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = cli.parser("Ray Tune sweep of replay ratio and generator capacity.", "YAML config with a `sweep:` section")
-    p.add_argument("--samples", type=int, default=None, help="samples of the search space (overrides sweep.samples): each runs every grid combination once "
-                   "and draws the other samplers anew")
+    p.add_argument("--samples", type=int, default=None,
+                   help="samples of the search space (overrides sweep.samples): each runs every grid combination "
+                        "once and draws the other samplers anew")
     p.add_argument("--name", default="", help="sweep name (default: from the config hash); reuse it to resume")
     return p.parse_args(argv)
 

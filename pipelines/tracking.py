@@ -7,6 +7,7 @@ Every call goes through `MlflowClient`, so no active-run state leaks between cal
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import time
 import urllib.error
@@ -44,8 +45,10 @@ def configure_tracking(workdir: Path, create: bool = True) -> str:
     missing, unless `create` is False: a reader such as the audit needs an existing one).
 
     `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, so child processes (Ray workers) and
-    later calls in this process use the same store.
+    later calls in this process use the same store. MLflow's INFO notes (a new store's tables, each logged
+    model's input example) are noise in the driver's, trials' and workers' output: warnings only.
     """
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     uri = MLFLOW_TRACKING_URI.get()
     if not uri:
         workdir = Path(workdir).resolve()

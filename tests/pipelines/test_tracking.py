@@ -4,6 +4,8 @@ runs that span their training with params, loss curves and metrics at the steps 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -13,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from dgr.config import config_hash, from_flat
 from dgr.streams import TaskInfo
 from pipelines import tracking
+from pipelines.cluster import CHECKOUT
 
 pytestmark = pytest.mark.mlflow
 
@@ -125,3 +128,15 @@ def test_a_relative_sqlite_uri_reaches_the_workers_absolute(
     finally:
         mlflow.set_tracking_uri(None)
         os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def test_mlflow_notes_stay_out_of_the_output(tmp_path: Path) -> None:
+    """A new store's "Creating initial MLflow database tables..." (and each logged model's input-example
+    note) reached the sweep's and its trials' output as INFO lines; MLflow's warnings still show."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    code = ("import sys; from pathlib import Path; from pipelines import tracking; "
+            "tracking.configure_tracking(Path(sys.argv[1]))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "new")], cwd=CHECKOUT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "new" / "mlflow.db").is_file() and done.stdout + done.stderr == ""
