@@ -223,8 +223,10 @@ def test_mnist_from_parquet_then_svhn_with_conv_scholars_logs_validation_accurac
     data_root.mkdir()
     write_svhn(data_root, np.random.default_rng(0), per_split=40)
     sources = [_mnist_parquet(fake_data_root, tmp_path / "mnist_parquet"), "svhn"]
-    args = chain_args(data_root, workdir, "stream.name=domains", f"stream.sources={','.join(sources)}",
-                      "stream.image_size=32", "stream.fit=pad", "stream.channels=3", "stream.validation=0.25",
+    # num_tasks back at its default: a domains stream has one task per source, and takes no count
+    args = chain_args(data_root, workdir, "stream.name=domains", "stream.num_tasks=5",
+                      f"stream.sources={','.join(sources)}", "stream.image_size=32", "stream.fit=pad",
+                      "stream.channels=3", "stream.validation=0.25",
                       "solver.kind=cnn", "solver.hidden=16", "generator.kind=conv-wgan-gp", "generator.channels=4",
                       "pipeline.name=")
     assert main(args) == 0
