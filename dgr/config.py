@@ -16,6 +16,10 @@ from typing import Any, Mapping, Sequence
 
 STREAMS = ("split_mnist", "split_fashion_mnist", "permuted_mnist", "mnist_svhn", "svhn_mnist")
 STREAM_KINDS = ("split", "domains", "permuted")  # general streams over `stream.sources`
+STREAM_KIND = {"split_mnist": "split", "split_fashion_mnist": "split", "permuted_mnist": "permuted",
+               "mnist_svhn": "domains", "svhn_mnist": "domains"}  # what each built-in stream is (dgr.streams.BUILT_IN)
+TASKS_OF = {"split": "its class groups", "domains": "its sources", "permuted": "pixel permutations of its source"}
+KIND_KEYS = {"num_tasks": "permuted", "classes_per_task": "split", "class_order": "split"}  # stream keys one kind reads
 BUILT_IN_SOURCES = ("mnist", "fashion_mnist", "svhn")  # named alone; read from the data root
 SOURCE_KINDS = BUILT_IN_SOURCES + ("folder", "parquet", "npz")  # these take a path: "folder:PATH"
 FITS = ("resize", "pad")
@@ -125,11 +129,18 @@ class StreamConfig:
         _check(len(set(self.class_names)) == len(self.class_names), "stream.class_names", "distinct names",
                self.class_names)
         self._check_sources()
-        if self.name not in ("permuted_mnist", "permuted"):
-            tasks = "sources" if self.name in ("domains", "mnist_svhn", "svhn_mnist") else "class groups"
-            _check(self.num_tasks == StreamConfig.num_tasks, "stream.num_tasks",
-                   f"to be left out with a {self.name} stream, whose tasks are its {tasks} (a task count is for "
-                   "permuted streams)", self.num_tasks)
+        self._check_kind_keys()
+
+    def _check_kind_keys(self) -> None:
+        """A key that only another kind of stream reads must be left at its default, not silently ignored
+        (split MNIST with num_tasks 2 ran its five tasks)."""
+        kind = STREAM_KIND.get(self.name, self.name)
+        for key, owner in KIND_KEYS.items():
+            if owner != kind:
+                default = StreamConfig.__dataclass_fields__[key].default
+                _check(getattr(self, key) == default, f"stream.{key}",
+                       f"to be left out with a {self.name} stream, whose tasks are {TASKS_OF[kind]} ({key} is for "
+                       f"{owner} streams)", getattr(self, key))
 
     def _check_sources(self) -> None:
         if self.name in STREAMS:  # a built-in stream fixes its sources and input shape

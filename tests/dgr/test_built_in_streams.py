@@ -69,3 +69,12 @@ def digest(config: StreamConfig, root: Path, seed: int) -> str:
 @pytest.mark.parametrize("key, seed", sorted(BEFORE))
 def test_built_in_stream_is_bit_identical_to_before(root: Path, key: str, seed: int) -> None:
     assert digest(CONFIGS[key], root, seed) == BEFORE[(key, seed)]
+
+
+def test_the_configs_kind_of_each_built_in_stream_is_the_builder_it_is_built_with() -> None:
+    """The config refuses keys of other kinds of stream by STREAM_KIND; the streams build by BUILT_IN."""
+    from dgr.config import STREAM_KIND, STREAMS
+    from dgr.streams import BUILT_IN
+
+    assert set(STREAM_KIND) == set(BUILT_IN) == set(STREAMS)
+    assert STREAM_KIND == {name: spec["name"] for name, spec in BUILT_IN.items()}

@@ -170,19 +170,27 @@ def test_bad_stream_fields_fail_with_their_dotted_name(stream: dict[str, Any], n
     assert error_of(lambda: StreamConfig(**stream)).startswith(name)
 
 
-@pytest.mark.parametrize("stream, tasks", [
-    ({"name": "split_mnist"}, "class groups"),
-    ({"name": "split", "sources": "mnist"}, "class groups"),
-    ({"name": "mnist_svhn"}, "sources"),
-    ({"name": "domains", "sources": "mnist,svhn"}, "sources"),
+@pytest.mark.parametrize("stream, key, value, tasks, owner", [
+    ({"name": "split_mnist"}, "num_tasks", 2, "its class groups", "permuted"),
+    ({"name": "split", "sources": "mnist"}, "num_tasks", 2, "its class groups", "permuted"),
+    ({"name": "mnist_svhn"}, "num_tasks", 2, "its sources", "permuted"),
+    ({"name": "domains", "sources": "mnist,svhn"}, "classes_per_task", 3, "its sources", "split"),
+    ({"name": "permuted", "sources": "mnist"}, "classes_per_task", 3, "pixel permutations of its source", "split"),
+    ({"name": "permuted_mnist"}, "class_order", "seeded", "pixel permutations of its source", "split"),
 ])
-def test_a_task_count_for_a_stream_whose_data_fixes_its_tasks_is_refused(stream: dict[str, Any], tasks: str) -> None:
-    """Split MNIST with num_tasks 2 ran all five tasks without a word."""
-    assert StreamConfig(**stream).num_tasks == 5  # the default, left out
-    assert error_of(lambda: StreamConfig(**stream, num_tasks=2)) == (
-        f"stream.num_tasks: expected to be left out with a {stream['name']} stream, whose tasks are its {tasks} "
-        "(a task count is for permuted streams), got 2")
+def test_a_key_only_another_kind_of_stream_reads_is_refused(
+        stream: dict[str, Any], key: str, value: Any, tasks: str, owner: str) -> None:
+    """Split MNIST with num_tasks 2 ran all five tasks without a word; a permuted stream ignored class_order."""
+    StreamConfig(**stream)  # the key left at its default
+    assert error_of(lambda: StreamConfig(**stream, **{key: value})) == (
+        f"stream.{key}: expected to be left out with a {stream['name']} stream, whose tasks are {tasks} ({key} is "
+        f"for {owner} streams), got {value!r}")
+
+
+def test_each_kind_of_stream_takes_its_own_keys() -> None:
     assert StreamConfig(name="permuted", sources="mnist", num_tasks=2).num_tasks == 2
+    assert StreamConfig(name="split", sources="mnist", classes_per_task=5, class_order="seeded").classes_per_task == 5
+    assert StreamConfig(class_order="seeded").class_order == "seeded"  # split_mnist is a split stream
 
 
 def test_cnn_solver_on_a_stream_resized_to_a_multiple_of_eight() -> None:
