@@ -144,7 +144,7 @@ def parse_sweep(values: Mapping[str, Any] | None, base: Config) -> SweepSpec:
             raise ConfigError(f"sweep.space.{key}: expected one sampler of {', '.join(SAMPLERS)}, got {spec!r}")
         _values_to_check(key, *next(iter(spec.items())))
     settings = {k: values[k] for k in ("samples", "grace_period", "reduction_factor", "max_concurrent") if k in values}
-    if all(next(iter(sampler)) == "grid" for sampler in space.values()):
+    if _grids_only(space):
         settings.setdefault("samples", 1)  # every combination once; more would repeat the same runs
     spec = SweepSpec(space={k: dict(v) for k, v in space.items()}, **settings)
     for name, low in (("samples", 1), ("grace_period", 1), ("reduction_factor", 2), ("max_concurrent", 0)):
@@ -157,10 +157,14 @@ def parse_sweep(values: Mapping[str, Any] | None, base: Config) -> SweepSpec:
     return spec
 
 
+def _grids_only(space: Mapping[str, Mapping[str, Any]]) -> bool:
+    return all(next(iter(sampler)) == "grid" for sampler in space.values())
+
+
 def _check_repeats(spec: SweepSpec) -> None:
     """Each sample runs every grid combination once and draws the other samplers anew: with grids only, a
     second sample repeats the first's trials exactly (same configs, same `run.seed`)."""
-    if spec.samples > 1 and all(next(iter(sampler)) == "grid" for sampler in spec.space.values()):
+    if spec.samples > 1 and _grids_only(spec.space):
         raise ConfigError(f"sweep.samples: {spec.samples} samples of a space of grids only run each combination "
                           f"{spec.samples} times with the same run.seed, so the repeats give the same results; "
                           "use 1, or sweep run.seed (e.g. run.seed: {grid: [1, 2]}) for runs with other seeds")
