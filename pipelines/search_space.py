@@ -24,6 +24,7 @@ each task (`stream.validation` > 0).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import typing
 from dataclasses import dataclass, field
@@ -49,6 +50,12 @@ class SweepSpec:
     grace_period: int = 1  # tasks a trial always gets before ASHA may stop it
     reduction_factor: int = 2
     max_concurrent: int = 0  # 0: as many as the cluster's CPUs (and GPUs) can give workers at once
+
+    def identity(self) -> dict[str, str]:
+        """What a sweep is besides its base config, as its MLflow run's params: a rerun resumes the sweep
+        only with these (`max_concurrent` may change between runs: it fits the sweep to the cluster)."""
+        return {"space": json.dumps(self.space), "samples": str(self.samples),
+                "grace_period": str(self.grace_period), "reduction_factor": str(self.reduction_factor)}
 
     def tune_space(self) -> dict[str, Any]:
         from ray import tune

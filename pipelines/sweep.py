@@ -12,7 +12,8 @@ by default one worker per trial, on a fraction of a GPU with `pipeline.gpus_per_
 (almost) no CPU themselves so their Train workers can run on a 2-core machine. One MLflow run for the
 sweep; each trial's chain run nests under it; the best trial's final scholar gets the alias `best`, and
 once every trial has ended the other trials' registered models are deleted (their runs stay): one
-registered model per sweep. Rerunning the same sweep restores it with Tune (finished trials stay).
+registered model per sweep. Rerunning the same sweep restores it with Tune (finished trials stay); a
+sweep is named by its base config and search settings, and a name given again with other settings fails.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -192,22 +194,48 @@ def _check_trials(spec: SweepSpec, config: Config, data_root: Path) -> int:
     return next(iter(streams.values()))[2]
 
 
+def sweep_params(spec: SweepSpec, config: Config) -> dict[str, str]:
+    """The sweep's identity, logged as its run's params: its base config (by hash) and search settings."""
+    return {"config_hash": config_hash(config), **spec.identity()}
+
+
+def default_sweep_name(params: Mapping[str, str]) -> str:
+    """Named by everything it searches with, so a changed space starts a new sweep, and the same command
+    run again resumes the same one."""
+    return "sweep-" + hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _check_same_sweep(experiment: str, sweep: str, params: Mapping[str, str]) -> None:
+    """Tune restores a sweep by its name, with the space, samples and scheduler it was started with: a
+    rerun under the same name with other settings would show the old sweep's trials as the new one's."""
+    found = tracking.find_sweep_run(experiment, sweep)
+    if found is None:
+        return
+    for key, value in params.items():
+        started = found.data.params.get(key)  # a sweep started before a param was logged lacks it
+        if started is not None and started != value[:tracking.PARAM_LIMIT]:
+            what = "base config (config hash)" if key == "config_hash" else f"sweep.{key}"
+            raise ConfigError(f"--name {sweep}: sweep {sweep} was started with another {what}: {started}, not "
+                              f"{value}; rerun it as it was started to resume it, or give this one another --name")
+
+
 def run_sweep(config: Config, pipeline: PipelineConfig, spec: SweepSpec, data_root: Path, workdir: Path,
               name: str) -> dict[str, Any]:
-    sweep = name or f"sweep-{config_hash(config)}"
+    params = sweep_params(spec, config)
+    sweep = name or default_sweep_name(params)
     _check_sweep_name(sweep, pipeline)
     data_root, workdir = data_root.absolute(), workdir.absolute()  # trials run in their own directories
     num_tasks = _check_trials(spec, config, data_root)
     tracking.configure_tracking(workdir)
     experiment = tracking.ensure_experiment(EXPERIMENT, workdir)
+    _check_same_sweep(experiment, sweep, params)
     fixed = join_ray()
     nodes = alive_nodes()
     plan = trial_plan(pipeline, nodes)
     if fixed:
         check_placeable(plan, nodes, pipeline)
     check_combinations(spec, lambda values: check_batch_split(from_flat(values, config), plan.num_workers))
-    sweep_run = tracking.start_sweep_run(experiment, sweep, {"space": json.dumps(spec.space),
-                                                             "samples": str(spec.samples)})
+    sweep_run = tracking.start_sweep_run(experiment, sweep, params)
     with _ended_if_failed(sweep, experiment, sweep_run):
         concurrent = spec.max_concurrent or trial_slots(nodes, plan)
         print(f"sweep {sweep}: up to {concurrent} trial(s) at a time, each with {plan.describe()}", flush=True)
@@ -256,7 +284,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=None,
                    help="samples of the search space (overrides sweep.samples): each runs every grid combination "
                         "once and draws the other samplers anew")
-    p.add_argument("--name", default="", help="sweep name (default: from the config hash); reuse it to resume")
+    p.add_argument("--name", default="",
+                   help="sweep name (default: from the config and the sweep settings); reuse it to resume")
     return p.parse_args(argv)
 
 

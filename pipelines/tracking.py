@@ -27,6 +27,7 @@ from dgr.streams import TaskInfo
 from pipelines.credentials import masked
 from pipelines.settings import CHAIN_NAME, CHAIN_NAME_RULE
 
+PARAM_LIMIT = 6000  # characters of a param value MLflow keeps
 HEALTH_TIMEOUT_S = 5.0  # MLflow's own client retries an unreachable server for minutes
 ARTIFACTS_DIR = "mlartifacts"
 ARTIFACT_LOCATION_ENV = "DGR_ARTIFACT_LOCATION"  # artifact root of a new experiment without a server
@@ -161,18 +162,25 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
+def find_sweep_run(experiment_id: str, name: str) -> Run | None:
+    """The sweep's parent run of an earlier start of the sweep `name`, if any."""
+    with mlflow_step(f"sweep run {name}"):
+        found = MlflowClient().search_runs([experiment_id], filter_string=f"tags.`dgr.sweep` = '{name}'",
+                                           run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
+    return found[0] if found else None
+
+
 def start_sweep_run(experiment_id: str, name: str, params: dict[str, str]) -> str:
     """The sweep's parent run, RUNNING: found again by name on resume (a restored sweep logs into it
     again, and sets it running again), or a new one."""
     client = MlflowClient()
+    found = find_sweep_run(experiment_id, name)
     with mlflow_step(f"sweep run {name}"):
-        found = client.search_runs([experiment_id], filter_string=f"tags.`dgr.sweep` = '{name}'",
-                                   run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
         if found:
-            client.update_run(found[0].info.run_id, status="RUNNING")
-            return found[0].info.run_id
+            client.update_run(found.info.run_id, status="RUNNING")
+            return found.info.run_id
         run = client.create_run(experiment_id, run_name=name, tags={"dgr.sweep": name})
-        client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+        client.log_batch(run.info.run_id, params=[Param(k, v[:PARAM_LIMIT]) for k, v in params.items()])
         return run.info.run_id
 
 

@@ -248,6 +248,46 @@ def test_a_failed_sweep_ends_its_run_failed_and_a_rerun_sets_it_running_again(
     assert ray.statuses == ["RUNNING", "RUNNING"]
 
 
+@pytest.mark.mlflow
+def test_a_sweep_name_given_again_with_another_space_fails_before_tune_restores_the_old_sweep(
+        fake_data_root: Path, store_workdir: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """Tune restores a sweep by name with the space it was started with: the rerun printed the old trials
+    as the new sweep's, and exited 0."""
+    ray = _Ray(monkeypatch, store_workdir)
+    config = store_workdir / "sweep.yaml"
+    args = ["--config", str(config), "--data-root", str(fake_data_root), "--workdir", str(store_workdir),
+            "--name", "s", *tiny_sweep_sets()]
+    config.write_text("sweep:\n  space:\n    replay.ratio: {grid: [0.5]}\n")
+    assert main(args) == 1  # the stand-in's Tune finishes no trial
+    capsys.readouterr()
+    config.write_text("sweep:\n  space:\n    replay.ratio: {grid: [0.8, 0.9]}\n")
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        'error: --name s: sweep s was started with another sweep.space: {"replay.ratio": {"grid": [0.5]}}, not '
+        '{"replay.ratio": {"grid": [0.8, 0.9]}}; rerun it as it was started to resume it, or give this one '
+        "another --name")
+    assert ray.statuses == ["RUNNING"] and [run.info.status for run in ray.sweep_runs()] == ["FAILED"]
+
+
+@pytest.mark.mlflow
+def test_a_sweep_without_a_name_is_named_by_its_config_and_search_settings(
+        fake_data_root: Path, store_workdir: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    _Ray(monkeypatch, store_workdir)
+    config = store_workdir / "sweep.yaml"
+    args = ["--config", str(config), "--data-root", str(fake_data_root), "--workdir", str(store_workdir),
+            *tiny_sweep_sets()]
+    names = []
+    for space, sets in (("{grid: [0.5]}", []), ("{grid: [0.5]}", []), ("{grid: [0.8]}", []),
+                        ("{grid: [0.5]}", ["--set", "solver.lr=0.01"])):
+        config.write_text(f"sweep:\n  space:\n    replay.ratio: {space}\n")
+        assert main([*args, *sets]) == 1
+        names.append(capsys.readouterr().err.strip().splitlines()[-1])
+    assert names[0] == names[1] and len(set(names)) == 3, names  # the same command resumes; a change starts anew
+    assert all(re.fullmatch(r"error: sweep sweep-[0-9a-f]{12}: no trial finished all 3 tasks", n) for n in names)
+
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
