@@ -280,6 +280,31 @@ def flatten(config: Config) -> dict[str, Any]:
             if not _left_out(getattr(config, s), k, v)}
 
 
+def unread_keys(config: Config) -> dict[str, str]:
+    """Keys of the generator and replay sections that a run of `config` never reads, each with the reason
+    (the config still takes them: one config serves every arm and generator kind). A sweep must not
+    search over them: every value would give the same trials."""
+    unread: dict[str, str] = {}
+    arm, g = config.replay.arm, config.generator
+    if arm != "gr":
+        unread.update({f"generator.{key}": f"replay.arm={arm} trains no generator"
+                       for key in GeneratorConfig.__dataclass_fields__})
+        unread.update({f"replay.{key}": f"replay.arm={arm} labels no generated samples"
+                       for key in ("targets", "temperature")})
+        if arm in ("none", "joint"):
+            unread["replay.ratio"] = f"replay.arm={arm} replays nothing"
+        return unread
+    if "wgan" not in g.kind:
+        unread.update({f"generator.{key}": f"generator.kind={g.kind} is no WGAN-GP"
+                       for key in ("critic_steps", "gradient_penalty")})
+    layout, other_layouts_keys = ("convolutional", ("hidden", "layers")) if g.convolutional else \
+        ("fully connected", ("channels",))
+    unread.update({f"generator.{key}": f"generator.kind={g.kind} is {layout}" for key in other_layouts_keys})
+    if config.replay.targets == "hard":
+        unread["replay.temperature"] = "replay.targets=hard distils nothing"
+    return unread
+
+
 def config_keys() -> list[str]:
     """Every dotted key a config accepts, including those `flatten` leaves out at their default."""
     return sorted(f"{s}.{k}" for s, values in to_dict(Config()).items() for k in values)

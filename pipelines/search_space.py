@@ -30,7 +30,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from dgr.config import Config, ConfigError, config_keys, from_flat, is_number
+from dgr.config import Config, ConfigError, config_keys, from_flat, is_number, unread_keys
 from dgr.datasets import DatasetError
 
 DEFAULT_SPACE: dict[str, dict[str, list[Any]]] = {
@@ -160,8 +160,19 @@ def parse_sweep(values: Mapping[str, Any] | None, base: Config) -> SweepSpec:
             raise ConfigError(f"sweep.{name}: expected an integer >= {low}, got {value!r}")
     _check_repeats(spec)
     check_combinations(spec, lambda values: from_flat(values, base))
+    _check_read(spec, base)
     _check_validation(spec.values().get("stream.validation"), base)
     return spec
+
+
+def _check_read(spec: SweepSpec, base: Config) -> None:
+    """A swept key that no trial's config reads (a generator key under ER) would run the same trials for
+    each of its values: refused, with the reason of the first combination."""
+    unread = [unread_keys(from_flat(values, base)) for values in spec.combinations()]
+    for key in spec.space:
+        if all(key in keys for keys in unread):
+            raise ConfigError(f"sweep.space.{key}: no trial reads it ({unread[0][key]}), so each of its values "
+                              "would run the same trials")
 
 
 def _grids_only(space: Mapping[str, Mapping[str, Any]]) -> bool:

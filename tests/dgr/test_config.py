@@ -7,7 +7,8 @@ from typing import Any, Callable
 import pytest
 
 from dgr.config import (SEED_LIMIT, Config, ConfigError, GeneratorConfig, ReplayConfig, RunConfig, SolverConfig,
-                        StreamConfig, config_hash, flatten, from_dict, from_flat, parse_override, sections)
+                        StreamConfig, config_hash, flatten, from_dict, from_flat, parse_override, sections,
+                        unread_keys)
 from dgr.training import task_rng
 
 
@@ -276,3 +277,15 @@ def test_an_unknown_section_lists_the_sections_the_reader_allows() -> None:
     assert error_of(lambda: from_dict({"pipeline": {}})).endswith("(allowed: stream, solver, generator, replay, run)")
     message = error_of(lambda: sections({"pipline": {}}, ("pipeline", "sweep")))
     assert message == "pipline: unknown config section (allowed: stream, solver, generator, replay, run, pipeline, sweep)"
+
+
+def test_unread_keys_are_those_the_arm_and_generator_kind_never_read() -> None:
+    assert set(unread_keys(Config())) == {"generator.critic_steps", "generator.gradient_penalty",
+                                          "generator.channels", "replay.temperature"}  # GR, a VAE, hard targets
+    wgan = from_flat({"generator.kind": "conv-wgan-gp", "replay.targets": "soft"})
+    assert set(unread_keys(wgan)) == {"generator.hidden", "generator.layers"}
+    er = unread_keys(from_flat({"replay.arm": "er"}))
+    generator_keys = {f"generator.{k}" for k in GeneratorConfig.__dataclass_fields__}
+    assert {k for k in er if k.startswith("generator.")} == generator_keys
+    assert "replay.ratio" not in er and "replay.targets" in er  # ER weighs its stored data by r, with their labels
+    assert "replay.ratio" in unread_keys(from_flat({"replay.arm": "none"}))

@@ -145,8 +145,39 @@ def test_past_the_combination_limit_each_value_is_checked_alone(monkeypatch: pyt
 
 
 def test_keys_left_at_their_default_can_be_searched() -> None:
-    spec = parse_sweep({"space": {"generator.channels": {"choice": [16, 32]}}}, BASE)
+    conv, _ = load_settings(None, [*TINY_CHAIN, "stream.validation=0.25", "generator.kind=conv-vae"])
+    spec = parse_sweep({"space": {"generator.channels": {"choice": [16, 32]}}}, conv)
     assert spec.space == {"generator.channels": {"choice": [16, 32]}}
+
+
+@pytest.mark.parametrize("space, sets, error", [
+    ({"generator.latent": {"grid": [16, 100]}}, ["replay.arm=er"],
+     "sweep.space.generator.latent: no trial reads it (replay.arm=er trains no generator)"),
+    ({"replay.ratio": {"grid": [0.5, 0.8]}}, ["replay.arm=joint"],
+     "sweep.space.replay.ratio: no trial reads it (replay.arm=joint replays nothing)"),
+    ({"generator.channels": {"grid": [16, 32]}}, [],
+     "sweep.space.generator.channels: no trial reads it (generator.kind=vae is fully connected)"),
+    ({"generator.critic_steps": {"randint": [1, 6]}}, [],
+     "sweep.space.generator.critic_steps: no trial reads it (generator.kind=vae is no WGAN-GP)"),
+    ({"replay.temperature": {"uniform": [1.0, 4.0]}}, [],
+     "sweep.space.replay.temperature: no trial reads it (replay.targets=hard distils nothing)"),
+])
+def test_a_swept_key_no_trial_reads_is_refused(space: dict, sets: list[str], error: str) -> None:
+    """The default space (generator capacity) with replay.arm=er ran 4 identical trials per ratio."""
+    base, _ = load_settings(None, [*TINY_CHAIN, "stream.validation=0.25", *sets])
+    with pytest.raises(ConfigError) as raised:
+        parse_sweep({"space": space}, base)
+    assert str(raised.value) == f"{error}, so each of its values would run the same trials"
+
+
+@pytest.mark.parametrize("space", [
+    # the gr trials read the generator's keys, whatever the er trials do
+    {"replay.arm": {"grid": ["gr", "er"]}, "generator.latent": {"grid": [16, 100]}},
+    {"replay.targets": {"grid": ["hard", "soft"]}, "replay.temperature": {"grid": [2.0, 4.0]}},
+    {"generator.kind": {"choice": ["vae", "wgan-gp"]}, "generator.critic_steps": {"grid": [1, 5]}},
+])
+def test_a_swept_key_some_trials_read_is_accepted(space: dict) -> None:
+    assert parse_sweep({"space": space}, BASE).space == space
 
 
 def test_default_space_searches_ratio_and_capacity() -> None:
