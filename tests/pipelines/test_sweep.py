@@ -163,7 +163,7 @@ def test_keys_left_at_their_default_can_be_searched() -> None:
      "sweep.space.replay.temperature: no trial reads it (replay.targets=hard distils nothing)"),
 ])
 def test_a_swept_key_no_trial_reads_is_refused(space: dict, sets: list[str], error: str) -> None:
-    """The default space (generator capacity) with replay.arm=er ran 4 identical trials per ratio."""
+    """The default space (ratio x generator capacity) with replay.arm=er would run 4 equal trials per ratio."""
     base, _ = load_settings(None, [*TINY_CHAIN, "stream.validation=0.25", *sets])
     with pytest.raises(ConfigError) as raised:
         parse_sweep({"space": space}, base)
