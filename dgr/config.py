@@ -305,6 +305,17 @@ def unread_keys(config: Config) -> dict[str, str]:
     return unread
 
 
+def set_but_unread(config: Config) -> dict[str, str]:
+    """The keys of `unread_keys` that `config` sets away from their default, as `key=value: reason`."""
+    values, defaults = to_dict(config), to_dict(Config())
+    notes = {}
+    for key, reason in unread_keys(config).items():
+        section, _, name = key.partition(".")
+        if values[section][name] != defaults[section][name]:
+            notes[key] = f"{key}={values[section][name]} is not read: {reason}"
+    return notes
+
+
 def config_keys() -> list[str]:
     """Every dotted key a config accepts, including those `flatten` leaves out at their default."""
     return sorted(f"{s}.{k}" for s, values in to_dict(Config()).items() for k in values)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from dgr.checkpoint import CheckpointError
-from dgr.config import ConfigError
+from dgr.config import Config, ConfigError, set_but_unread
 from dgr.datasets import DatasetError
 from pipelines.tracking import RegistryError
 
@@ -50,6 +50,13 @@ def _check_target(path: Path, flag: str, directory: bool) -> None:
         raise ConfigError(f"{flag} {path}: {existing} is not a directory")
     if not os.access(existing, os.W_OK):
         raise ConfigError(f"{flag} {path}: {existing} is not writable")
+
+
+def note_unread(config: Config) -> None:
+    """A `note:` line on stderr for each key the config sets that this run never reads (`generator.latent`
+    under ER, say): not an error, since one config serves every arm, but not silently ignored either."""
+    for note in set_but_unread(config).values():
+        print(f"note: {note}", file=sys.stderr, flush=True)
 
 
 def write_json(path: Path, values: Any) -> None:

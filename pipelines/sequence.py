@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None, **chain_options: Any) -> int:
     try:
         cli.check_outputs(args)
         config, pipeline = load_settings(args.config, args.set)
+        cli.note_unread(config)
         with cli.terminate_as_interrupt():
             result = run_chain(config, pipeline, resolve_data_root(args.data_root), args.workdir, args.restart,
                                **chain_options)

@@ -8,7 +8,7 @@ import pytest
 
 from dgr.config import (SEED_LIMIT, Config, ConfigError, GeneratorConfig, ReplayConfig, RunConfig, SolverConfig,
                         StreamConfig, config_hash, flatten, from_dict, from_flat, parse_override, sections,
-                        unread_keys)
+                        set_but_unread, unread_keys)
 from dgr.training import task_rng
 
 
@@ -289,3 +289,9 @@ def test_unread_keys_are_those_the_arm_and_generator_kind_never_read() -> None:
     assert {k for k in er if k.startswith("generator.")} == generator_keys
     assert "replay.ratio" not in er and "replay.targets" in er  # ER weighs its stored data by r, with their labels
     assert "replay.ratio" in unread_keys(from_flat({"replay.arm": "none"}))
+
+
+def test_only_unread_keys_set_away_from_their_default_are_noted() -> None:
+    assert set_but_unread(Config()) == {}  # a VAE leaves the WGAN-GP keys unread, at their defaults
+    assert set_but_unread(from_flat({"replay.arm": "er", "generator.latent": 32, "solver.hidden": 32})) == {
+        "generator.latent": "generator.latent=32 is not read: replay.arm=er trains no generator"}

@@ -32,6 +32,19 @@ def _version_count(chain: str = "tiny-chain") -> int:
     return len(MlflowClient().search_model_versions(f"name='{chain}'"))
 
 
+def test_settings_the_run_never_reads_are_noted_not_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """One config serves every arm; what this arm ignores is said before the run starts (here the data
+    root is missing, so it stops right after)."""
+    args = chain_args(tmp_path / "no-data", tmp_path, "replay.arm=er", "generator.latent=32")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    notes = [line for line in err if line.startswith("note: ")]
+    assert notes == err[:len(notes)] and err[-1].startswith("error: ")  # before the run, in one line each
+    assert {note.split("=")[0] for note in notes} == {"note: generator.hidden", "note: generator.latent",
+                                                      "note: generator.iterations"}  # the tiny chain's and ours
+    assert "note: generator.latent=32 is not read: replay.arm=er trains no generator" in notes
+
+
 @pytest.mark.parametrize("override, named", [
     ("solver.bogus=1", "solver.bogus"),
     ("replay.ratio=1.5", "replay.ratio"),
