@@ -180,6 +180,11 @@ def test_a_swept_key_some_trials_read_is_accepted(space: dict) -> None:
     assert parse_sweep({"space": space}, BASE).space == space
 
 
+def test_the_summary_names_the_grace_period_in_tasks() -> None:
+    assert "| validation after 1 task |" in sweep_module.summarize([], ["replay.ratio"], 1)
+    assert "| validation after 2 tasks |" in sweep_module.summarize([], ["replay.ratio"], 2)
+
+
 def test_default_space_searches_ratio_and_capacity() -> None:
     spec = parse_sweep(None, BASE)
     assert {"replay.ratio", "generator.latent", "generator.hidden"} <= set(spec.space)
