@@ -125,7 +125,8 @@ def summarize(rows: list[dict[str, Any]], keys: list[str], grace: int) -> str:
     Every trial learns `grace` tasks before ASHA may stop it, so the accuracy after them compares all trials.
     """
     rows = sorted(rows, key=lambda r: (r["finished"], r["validation_accuracy"]), reverse=True)
-    lines = ["| trial | " + " | ".join(keys) + f" | validation after {grace} task{'s' if grace != 1 else ''} | tasks | validation accuracy "
+    graced = f"validation after {grace} task{'s' if grace != 1 else ''}"
+    lines = ["| trial | " + " | ".join(keys) + f" | {graced} | tasks | validation accuracy "
              "| test accuracy | forgetting | status |",
              "|" + "---|" * (len(keys) + 7)]
     for r in rows:
