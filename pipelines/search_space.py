@@ -159,16 +159,17 @@ def parse_sweep(values: Mapping[str, Any] | None, base: Config) -> SweepSpec:
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"sweep.{name}: expected an integer >= {low}, got {value!r}")
     _check_repeats(spec)
-    check_combinations(spec, lambda values: from_flat(values, base))
-    _check_read(spec, base)
+    configs: list[Config] = []  # once every combination is valid: each one's config, in order
+    check_combinations(spec, lambda values: configs.append(from_flat(values, base)))
+    _check_read(spec, configs)
     _check_validation(spec.values().get("stream.validation"), base)
     return spec
 
 
-def _check_read(spec: SweepSpec, base: Config) -> None:
+def _check_read(spec: SweepSpec, configs: list[Config]) -> None:
     """A swept key that no trial's config reads (a generator key under ER) would run the same trials for
     each of its values: refused, with the reason of the first combination."""
-    unread = [unread_keys(from_flat(values, base)) for values in spec.combinations()]
+    unread = [unread_keys(config) for config in configs]
     for key in spec.space:
         if all(key in keys for keys in unread):
             raise ConfigError(f"sweep.space.{key}: no trial reads it ({unread[0][key]}), so each of its values "
